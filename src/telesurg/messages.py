@@ -1,0 +1,134 @@
+"""Application messages carried by the link: servo commands (console → robot) and telemetry (robot → console).
+
+Fixed-size `struct` layouts with a leading type byte and a version byte, so a robot can reject a
+message from a newer or older console with a counted reason instead of misreading it. Every field is
+authenticated by the link's AEAD; the robot still re-checks every value (see robot/supervisor.py).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+WIRE_VERSION = 1
+
+
+class MessageType(enum.IntEnum):
+    SERVO_CP = 1
+    TELEMETRY = 2
+
+
+class ArmId(enum.IntEnum):
+    PSM1 = 0  # left instrument arm
+    PSM2 = 1  # right instrument arm
+    ECM = 2  # endoscope arm
+
+
+class DecodeError(ValueError):
+    """A payload that is not a well-formed message of this version; the caller counts and drops it."""
+
+
+# type, version, arm, flags, cmd_seq, t_sent, pos[3], quat[4] (w, x, y, z), jaw
+_SERVO = struct.Struct("!BBBBQd3d4dd")
+
+FLAG_ENGAGED = 0x01  # the surgeon wants this arm to follow (head in console, foot pedal)
+FLAG_CLUTCH = 0x02  # clutch pressed: the master moves, the tool must not
+FLAG_REENGAGE = 0x04  # explicit operator action asking to resume following after a hold
+
+
+@dataclass(frozen=True, slots=True)
+class ServoCommand:
+    """CRTK `servo_cp` for one arm: the tool-tip pose the surgeon wants now, in the robot's base frame."""
+
+    arm: int
+    cmd_seq: int  # strictly increasing per arm and per console session
+    t_sent: float  # console clock, seconds
+    position: tuple[float, float, float]  # metres
+    orientation: tuple[float, float, float, float]  # unit quaternion w, x, y, z
+    jaw: float  # radians, 0 = closed
+    flags: int = FLAG_ENGAGED
+
+    @property
+    def engaged(self) -> bool:
+        return bool(self.flags & FLAG_ENGAGED)
+
+    @property
+    def clutch(self) -> bool:
+        return bool(self.flags & FLAG_CLUTCH)
+
+    @property
+    def reengage(self) -> bool:
+        return bool(self.flags & FLAG_REENGAGE)
+
+    def position_array(self) -> np.ndarray:
+        return np.asarray(self.position, dtype=float)
+
+    def encode(self) -> bytes:
+        return _SERVO.pack(MessageType.SERVO_CP, WIRE_VERSION, self.arm, self.flags, self.cmd_seq,
+                           self.t_sent, *self.position, *self.orientation, self.jaw)
+
+
+# per-arm telemetry: arm, operating state, supervisor state, pad, last applied cmd_seq, pos[3], quat[4], jaw
+_ARM = struct.Struct("!BBBBQ3d4dd")
+# type, version, n arms, pad, t_robot, holds total
+_TELEM_HEAD = struct.Struct("!BBBBdI")
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTelemetry:
+    arm: int
+    operating_state: int  # robot.driver.OperatingState value
+    supervisor_state: int  # robot.supervisor.SupervisorState value
+    last_applied_seq: int
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]
+    jaw: float
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """Measured state the robot publishes (default 100 Hz) so the console can align and display."""
+
+    t_robot: float
+    holds: int
+    arms: tuple[ArmTelemetry, ...]
+
+    def encode(self) -> bytes:
+        head = _TELEM_HEAD.pack(MessageType.TELEMETRY, WIRE_VERSION, len(self.arms), 0, self.t_robot, self.holds)
+        body = b"".join(_ARM.pack(a.arm, a.operating_state, a.supervisor_state, 0, a.last_applied_seq,
+                                  *a.position, *a.orientation, a.jaw) for a in self.arms)
+        return head + body
+
+
+def decode(payload: bytes) -> ServoCommand | Telemetry:
+    """Decode one application payload; raise DecodeError (never anything else) on malformed input."""
+    if len(payload) < 2:
+        raise DecodeError("truncated")
+    kind, version = payload[0], payload[1]
+    if version != WIRE_VERSION:
+        raise DecodeError("version")
+    if kind == MessageType.SERVO_CP:
+        if len(payload) != _SERVO.size:
+            raise DecodeError("length")
+        _, _, arm, flags, seq, t_sent, x, y, z, qw, qx, qy, qz, jaw = _SERVO.unpack(payload)
+        values = (t_sent, x, y, z, qw, qx, qy, qz, jaw)
+        if not all(np.isfinite(values)):
+            raise DecodeError("non-finite")
+        if arm > max(ArmId):
+            raise DecodeError("arm")
+        return ServoCommand(arm, seq, t_sent, (x, y, z), (qw, qx, qy, qz), jaw, flags)
+    if kind == MessageType.TELEMETRY:
+        if len(payload) < _TELEM_HEAD.size:
+            raise DecodeError("truncated")
+        _, _, n, _, t_robot, holds = _TELEM_HEAD.unpack_from(payload)
+        if len(payload) != _TELEM_HEAD.size + n * _ARM.size:
+            raise DecodeError("length")
+        arms = []
+        for i in range(n):
+            a, op, sup, _, seq, x, y, z, qw, qx, qy, qz, jaw = _ARM.unpack_from(payload, _TELEM_HEAD.size + i * _ARM.size)
+            arms.append(ArmTelemetry(a, op, sup, seq, (x, y, z), (qw, qx, qy, qz), jaw))
+        return Telemetry(t_robot, holds, tuple(arms))
+    raise DecodeError("type")

@@ -1,0 +1,1 @@
+"""Patient side: arms, simulation, safety supervisor and servo loop."""

@@ -1,0 +1,60 @@
+"""Wire messages: every valid message round-trips; every malformed payload raises DecodeError only."""
+
+import contextlib
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from telesurg.messages import (
+    FLAG_CLUTCH,
+    FLAG_ENGAGED,
+    ArmTelemetry,
+    DecodeError,
+    ServoCommand,
+    Telemetry,
+    decode,
+)
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@given(arm=st.integers(0, 2), seq=st.integers(0, 2**64 - 1), t=finite, pos=st.tuples(finite, finite, finite),
+       quat=st.tuples(finite, finite, finite, finite), jaw=finite, flags=st.integers(0, 255))
+def test_servo_command_round_trips(arm, seq, t, pos, quat, jaw, flags):
+    cmd = ServoCommand(arm, seq, t, pos, quat, jaw, flags)
+    assert decode(cmd.encode()) == cmd
+
+
+def test_flags_are_decoded():
+    cmd = ServoCommand(0, 1, 0.0, (0, 0, 0), (1, 0, 0, 0), 0.0, FLAG_ENGAGED | FLAG_CLUTCH)
+    back = decode(cmd.encode())
+    assert back.engaged and back.clutch and not back.reengage
+
+
+def test_telemetry_round_trips():
+    arms = tuple(ArmTelemetry(i, 1, 3, 100 + i, (0.1, 0.2, 0.3), (1, 0, 0, 0), 0.5) for i in range(3))
+    tel = Telemetry(12.5, 2, arms)
+    assert decode(tel.encode()) == tel
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_raise_anything_but_decode_error(data):
+    with contextlib.suppress(DecodeError):
+        decode(data)
+
+
+def test_non_finite_and_bad_arm_are_rejected():
+    good = ServoCommand(0, 1, 0.0, (0, 0, 0), (1, 0, 0, 0), 0.0).encode()
+    nan = ServoCommand(0, 1, math.nan, (0, 0, 0), (1, 0, 0, 0), 0.0).encode()
+    with pytest.raises(DecodeError, match="non-finite"):
+        decode(nan)
+    bad_arm = bytearray(good)
+    bad_arm[2] = 9
+    with pytest.raises(DecodeError, match="arm"):
+        decode(bytes(bad_arm))
+    with pytest.raises(DecodeError, match="length"):
+        decode(good[:-1])
+    with pytest.raises(DecodeError, match="version"):
+        decode(bytes([good[0], 99]) + good[2:])
