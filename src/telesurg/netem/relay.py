@@ -1,0 +1,236 @@
+"""Asyncio UDP relays: one per path, each direction through its own sans-I/O emulator, real clock.
+
+A relay listens on a local port and forwards client datagrams to a target through the path's
+`forward` emulator; replies from the target go through `reverse` back to the last client address.
+Departures are driven by one `loop.call_at` timer per direction, re-armed only when the earliest
+departure changes, so the per-packet cost is one emulator call and at most one timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from telesurg.netem.core import DirectionEmulator, Impairment
+from telesurg.netem.path import EmulatedPath, apply_action
+from telesurg.netem.profiles import Profile
+from telesurg.netem.scenario import Scenario, ScenarioPlayer
+
+Address = tuple[str, int]
+
+
+@dataclass
+class RelayCounters:
+    """Socket-side counters of one relay (the emulators count impairments)."""
+
+    from_client: int = 0
+    to_target: int = 0
+    from_target: int = 0
+    to_client: int = 0
+    replies_before_client: int = 0  # a reply arrived before any client spoke: nowhere to send it
+    send_errors: int = 0  # OSError from the socket (e.g. ICMP port unreachable from a dead target)
+
+
+class _TimedDirection:
+    """Feeds one emulator and sends what it releases, woken by a single `call_at` timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, emulator: DirectionEmulator,
+                 send: Callable[[bytes], None]) -> None:
+        self._loop = loop
+        self.emulator = emulator
+        self._send = send
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = float("inf")
+
+    def submit(self, data: bytes) -> None:
+        self.emulator.submit(data, self._loop.time())
+        self.rearm()
+
+    def rearm(self) -> None:
+        due = self.emulator.next_time()
+        if due is None or due >= self._armed_at:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed_at = due
+        self._handle = self._loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._armed_at = None, float("inf")
+        for data in self.emulator.pop_due(self._loop.time()):
+            self._send(data)
+        self.rearm()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class _Listener(asyncio.DatagramProtocol):
+    def __init__(self, relay: PathRelay) -> None:
+        self._relay = relay
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._relay._from_client(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._relay.counters.send_errors += 1
+
+
+class _Upstream(asyncio.DatagramProtocol):
+    def __init__(self, relay: PathRelay) -> None:
+        self._relay = relay
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._relay._from_target(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self._relay.counters.send_errors += 1
+
+
+class PathRelay:
+    """One emulated path over real UDP, both directions."""
+
+    def __init__(self, name: str, forward: Impairment | None = None, reverse: Impairment | None = None,
+                 seed: int = 0, path: EmulatedPath | None = None) -> None:
+        self.path = path or EmulatedPath(name, forward or Impairment(), reverse or Impairment(), seed)
+        self.name = self.path.name
+        self.counters = RelayCounters()
+        self.listen_address: Address | None = None
+        self._client: Any = None
+        self._listen_transport: asyncio.DatagramTransport | None = None
+        self._up_transport: asyncio.DatagramTransport | None = None
+        self._forward: _TimedDirection | None = None
+        self._reverse: _TimedDirection | None = None
+
+    async def start(self, listen: Address, target: Address) -> Address:
+        """Bind `listen` (port 0 picks one) and connect to `target`; returns the bound listen address."""
+        loop = asyncio.get_running_loop()
+        self._listen_transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Listener(self), local_addr=listen)
+        self._up_transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Upstream(self), remote_addr=target)
+        self._forward = _TimedDirection(loop, self.path.forward, self._send_to_target)
+        self._reverse = _TimedDirection(loop, self.path.reverse, self._send_to_client)
+        self.listen_address = self._listen_transport.get_extra_info("sockname")[:2]
+        return self.listen_address
+
+    def close(self) -> None:
+        for direction in (self._forward, self._reverse):
+            if direction is not None:
+                direction.close()
+        for transport in (self._listen_transport, self._up_transport):
+            if transport is not None:
+                transport.close()
+
+    def rearm(self) -> None:
+        """Call after changing the path (a scenario action) so timers follow the new departures."""
+        for direction in (self._forward, self._reverse):
+            if direction is not None:
+                direction.rearm()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {"relay": asdict(self.counters), **self.path.stats(), "down": self.path.is_down}
+
+    # -- packet path -----------------------------------------------------------------------------
+    def _from_client(self, data: bytes, addr: Any) -> None:
+        self.counters.from_client += 1
+        self._client = addr
+        assert self._forward is not None
+        self._forward.submit(data)
+
+    def _from_target(self, data: bytes) -> None:
+        self.counters.from_target += 1
+        assert self._reverse is not None
+        self._reverse.submit(data)
+
+    def _send_to_target(self, data: bytes) -> None:
+        assert self._up_transport is not None
+        try:
+            self._up_transport.sendto(data)
+            self.counters.to_target += 1
+        except OSError:
+            self.counters.send_errors += 1
+
+    def _send_to_client(self, data: bytes) -> None:
+        if self._client is None:
+            self.counters.replies_before_client += 1
+            return
+        assert self._listen_transport is not None
+        try:
+            self._listen_transport.sendto(data, self._client)
+            self.counters.to_client += 1
+        except OSError:
+            self.counters.send_errors += 1
+
+
+async def run_profile_relays(
+    profile: Profile,
+    mapping: dict[str, tuple[Address, Address]],
+    scenario: Scenario | None = None,
+    duration: float | None = None,
+    seed: int = 0,
+    on_stats: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    stats_interval: float = 5.0,
+    on_started: Callable[[dict[str, PathRelay]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run one relay per mapped path (name → (listen, target)) until `duration` or cancellation.
+
+    Returns the final per-path stats; `on_stats` gets them every `stats_interval` seconds.
+    """
+    unknown = sorted(set(mapping) - set(profile.path_names))
+    if unknown:
+        raise KeyError(f"paths {unknown} are not in profile {profile.name!r}; its paths are {profile.path_names}")
+    if scenario is not None:
+        scenario.check_paths(profile.path_names)
+    loop = asyncio.get_running_loop()
+    relays: dict[str, PathRelay] = {}
+    timers: list[asyncio.TimerHandle] = []
+    try:
+        for spec in profile.paths:
+            if spec.name in mapping:
+                relay = PathRelay(spec.name, spec.forward, spec.reverse, seed)
+                listen, target = mapping[spec.name]
+                await relay.start(listen, target)
+                relays[spec.name] = relay
+        if on_started is not None:
+            on_started(relays)
+        if scenario is not None:
+            _play(loop, ScenarioPlayer(scenario, start=loop.time()), relays, timers)
+
+        def report() -> dict[str, dict[str, Any]]:
+            return {name: relay.stats for name, relay in relays.items()}
+
+        deadline = None if duration is None else loop.time() + duration
+        while deadline is None or loop.time() < deadline:
+            wait = stats_interval if deadline is None else min(stats_interval, deadline - loop.time())
+            await asyncio.sleep(max(0.0, wait))
+            if on_stats is not None and (deadline is None or loop.time() < deadline):
+                on_stats(report())
+        return report()
+    finally:
+        for handle in timers:
+            handle.cancel()
+        for relay in relays.values():
+            relay.close()
+
+
+def _play(loop: asyncio.AbstractEventLoop, player: ScenarioPlayer, relays: dict[str, PathRelay],
+          timers: list[asyncio.TimerHandle]) -> None:
+    """Apply due scenario actions, then schedule ourselves for the next one."""
+    paths = {name: relay.path for name, relay in relays.items()}
+    now = loop.time()
+    for action in player.due(now):
+        with contextlib.suppress(KeyError):  # '*' or a path not relayed in this process
+            apply_action(paths, action, now)
+    for relay in relays.values():
+        relay.rearm()
+    timers.clear()
+    nxt = player.next_time()
+    if nxt is not None:
+        timers.append(loop.call_at(nxt, _play, loop, player, relays, timers))
