@@ -76,15 +76,15 @@ def test_unknown_profile_lists_the_choices() -> None:
 def test_shipped_scenarios_and_player_with_auto_revert() -> None:
     assert {"cut-path-a", "cut-both-300ms"} <= set(list_scenarios())
     player = ScenarioPlayer(load_scenario("cut-path-a"), start=10.0)
-    assert player.next_time() == 12.0
-    assert player.due(11.99) == []
-    (down,) = player.due(12.0)
+    assert player.next_time() == 18.0
+    assert player.due(17.99) == []
+    (down,) = player.due(18.0)
     assert (down.path, down.action) == ("a", "down")
-    (up,) = player.due(20.0)
-    assert (up.at, up.path, up.action) == (15.0, "a", "up")
+    (up,) = player.due(30.0)
+    assert (up.at, up.path, up.action) == (21.0, "a", "up")
     assert player.next_time() is None
     both = ScenarioPlayer(load_scenario("cut-both-300ms"))
-    assert [(a.at, a.path, a.action) for a in both.due(10)] == [(3.0, "*", "down"), (3.3, "*", "up")]
+    assert [(a.at, a.path, a.action) for a in both.due(20)] == [(10.0, "*", "down"), (10.3, "*", "up")]
 
 
 def test_set_event_reverts_its_fields() -> None:

@@ -1,0 +1,459 @@
+"""LinkCore: the sans-I/O secure multi-path link (one instance per peer session).
+
+Datagrams in (with `now`, the path name and the source address), datagrams, events and timers out;
+it never reads a clock or touches a socket. TLS 1.3 (mutual, allowlisted certificates) runs over a
+reliable channel sent on every path; the server then sends random per-session AES-GCM keys through
+TLS, and messages travel as sealed datagrams, each copied onto the paths, first copy delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import Counter, deque
+from collections.abc import Sequence
+
+from telesurg.link import wire
+from telesurg.link.config import LinkConfig, LinkSettings
+from telesurg.link.epochs import KEY_BYTES
+from telesurg.link.events import (
+    Event,
+    HandshakeComplete,
+    MessageClass,
+    MessageReceived,
+    PathStateChanged,
+    PeerRefused,
+    SessionClosed,
+    SessionEventReceived,
+)
+from telesurg.link.gate import HandshakeGate
+from telesurg.link.keys import Identity
+from telesurg.link.paths import PathMonitor, PathState, PathStats
+from telesurg.link.replay import ReplayWindow
+from telesurg.link.session import KEYS, RECORD_CLOSE, RECORD_EVENT, RECORD_KEYS, Addr, Session
+from telesurg.link.tls import TlsChannel, TlsFailure, make_context
+
+__all__ = ["LinkCore", "MessageClass", "PathState", "PathStats"]
+log = logging.getLogger(__name__)
+
+_MSG_HEAD = wire.MSG.size
+_OFFSET_SAMPLES = 64
+
+
+class LinkCore:
+    def __init__(self, config: LinkConfig | LinkSettings, identity: Identity, *, is_client: bool,
+                 seed: int | None = None) -> None:
+        self.settings = config.to_settings() if isinstance(config, LinkConfig) else config
+        self.identity = identity
+        self.is_client = is_client
+        self._ctx = make_context(identity, self.settings.peer_certs_pem, is_client=is_client)
+        self._rng = random.Random(seed)  # non-cryptographic choices only; keys always come from os.urandom
+        self._gate = HandshakeGate(self.settings)
+        self._path_names: tuple[str, ...] = tuple(self.settings.path_names)
+        self._paths = {name: PathMonitor(name, self.settings) for name in self._path_names}
+        self._session: Session | None = None
+        self._pending: dict[int, Session] = {}
+        self._events: deque[Event] = deque()
+        self._out_control: list[tuple[str, bytes, Addr | None]] = []
+        self._out: list[tuple[str, bytes, Addr | None]] = []
+        self._video: deque[tuple[int, bytes]] = deque()
+        self._seq = [0, 0, 0, 0]
+        self._dedup = [ReplayWindow() for _ in MessageClass]
+        self._offsets: deque[tuple[float, float]] = deque(maxlen=_OFFSET_SAMPLES)
+        self._queued_events: list[bytes] = []
+        self._established = False
+        self.counters: Counter[str] = Counter()
+        self.peer_name: str | None = None
+        self.peer_fingerprint: str | None = None
+
+    @classmethod
+    def in_memory(cls, identity: Identity, peer_certs_pem: Sequence[bytes], *, is_client: bool,
+                  path_names: Sequence[str] = ("a", "b"), seed: int | None = None, **tuning: object) -> LinkCore:
+        """Build from in-memory certificates (tests, embedded demos): no files needed."""
+        settings = LinkSettings(path_names=list(path_names), peer_certs_pem=list(peer_certs_pem), **tuning)
+        return cls(settings, identity, is_client=is_client, seed=seed)
+
+    # -- public state ----------------------------------------------------------------------------
+    @property
+    def established(self) -> bool:
+        return self._established
+
+    @property
+    def path_names(self) -> tuple[str, ...]:
+        return self._path_names
+
+    @property
+    def session_id(self) -> int | None:
+        return self._session.sid if self._session else None
+
+    def path_stats(self) -> dict[str, PathStats]:
+        return {name: mon.stats() for name, mon in self._paths.items()}
+
+    def clock_offset(self) -> float | None:
+        """peer_clock - local_clock in seconds, from the probe exchange with the smallest RTT (NTP style)."""
+        if not self._offsets:
+            return None
+        return min(self._offsets)[1]
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # -- sending ---------------------------------------------------------------------------------
+    def connect(self, now: float) -> None:
+        """Client: start (or restart) the handshake with a fresh random session id."""
+        if not self.is_client:
+            raise RuntimeError("connect() is for the client side; the server answers handshakes")
+        self._pending.clear()
+        sid = int.from_bytes(os.urandom(8), "big")
+        session = Session(sid, TlsChannel(self._ctx, is_client=True), now, self.settings.epoch_grace_s)
+        session.tls.start()
+        session.rel.send(session.tls.take_output())
+        self._pending[sid] = session
+        self._flush_reliable(session, now)
+
+    def send(self, msg_class: MessageClass, payload: bytes, now: float) -> int | None:
+        """Queue one message on every usable path; its sequence number, or None if dropped."""
+        if msg_class == MessageClass.EVENT:
+            self.send_event(payload, now)
+            return None
+        session = self._session
+        if session is None or not self._established:
+            self.counters["not_established"] += 1
+            return None
+        if len(payload) > wire.MAX_PAYLOAD:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD ({wire.MAX_PAYLOAD})")
+        seq = self._seq[msg_class]
+        if msg_class == MessageClass.VIDEO:
+            if len(self._video) >= self.settings.video_queue_max:
+                self.counters["video_dropped"] += 1
+                return None
+            self._seq[msg_class] = seq + 1
+            self._video.append((seq, payload))
+            return seq
+        self._seq[msg_class] = seq + 1
+        inner = wire.MSG.pack(wire.Inner.MSG, msg_class, seq) + payload
+        seal, addrs = session.epochs.seal, session.addrs
+        if msg_class == MessageClass.CONTROL:
+            # Control goes on every path, DOWN ones included: the first command after a recovery gets
+            # through without waiting for the probes to notice, and a copy costs ~100 bytes.
+            out = self._out_control
+            for path in self._path_names:
+                out.append((path, seal(inner), addrs.get(path)))
+        else:
+            for path in self._live_paths():
+                self._out.append((path, seal(inner), addrs.get(path)))
+        return seq
+
+    def send_event(self, payload: bytes, now: float) -> None:
+        """Reliable, ordered, through TLS; queued until the session is established."""
+        if self._session is None or not self._established:
+            self._queued_events.append(payload)
+            return
+        self._session.write_record(RECORD_EVENT, payload)
+        self._flush_reliable(self._session, now)
+
+    def close(self, now: float, reason: str = "local_close") -> None:
+        """Tell the peer (best effort, on every path) and forget the session."""
+        session = self._session
+        if session is not None and self._established:
+            inner = bytes([wire.Inner.CLOSE]) + reason.encode()[:200]
+            for path in self._path_names:
+                self._out_control.append((path, session.epochs.seal(inner), session.addrs.get(path)))
+        self._end_session(reason, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[str, bytes]]:
+        return [(path, data) for path, data, _ in self.datagrams_to_send_addressed(now)]
+
+    def datagrams_to_send_addressed(self, now: float) -> list[tuple[str, bytes, Addr | None]]:
+        """Like datagrams_to_send, plus the peer address learnt for that path (None: use the configured one)."""
+        out = self._out_control
+        self._out_control = []
+        if self._out:
+            out.extend(self._out)
+            self._out = []
+        session = self._session
+        if self._video and session is not None and self._established:
+            paths = [p for p in self._path_names if self._paths[p].state is not PathState.DOWN] \
+                or list(self._path_names)
+            while self._video:
+                seq, payload = self._video.popleft()
+                inner = wire.MSG.pack(wire.Inner.MSG, MessageClass.VIDEO, seq) + payload
+                for path in paths:
+                    out.append((path, session.epochs.seal(inner), session.addrs.get(path)))
+        return out
+
+    def _live_paths(self) -> Sequence[str]:
+        live = [p for p in self._path_names if self._paths[p].state is not PathState.DOWN]
+        return live or self._path_names
+
+    # -- timers ----------------------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        times: list[float] = []
+        session = self._session
+        if session is not None:
+            for mon in self._paths.values() if session.epochs.can_send else ():
+                t = mon.next_timer()
+                if t is not None:
+                    times.append(t)
+            for t in (session.rel.next_timer(), session.next_rekey):
+                if t is not None:
+                    times.append(t)
+        for pending in self._pending.values():
+            times.append(pending.started + self.settings.handshake_timeout_s)
+            t = pending.rel.next_timer()
+            if t is not None:
+                times.append(t)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        session = self._session
+        if session is not None:
+            for name, mon in self._paths.items():
+                change = mon.update(now)
+                if change is not None:
+                    self._events.append(PathStateChanged(name, change[0], change[1], now))
+                if session.epochs.can_send and mon.next_probe_at is not None and now >= mon.next_probe_at:
+                    probe = wire.PROBE.pack(wire.Inner.PROBE, mon.new_probe(now), now)
+                    self._out.append((name, session.epochs.seal(probe), session.addrs.get(name)))
+            if session.next_rekey is not None and now >= session.next_rekey and session.pending_send is None:
+                self._rekey(session, now)
+            self._flush_reliable(session, now)
+        for sid, pending in list(self._pending.items()):
+            if now - pending.started >= self.settings.handshake_timeout_s:
+                del self._pending[sid]
+                self.counters["handshake_timeout"] += 1
+                if self.is_client:
+                    self._events.append(SessionClosed("handshake_timeout", now))
+            else:
+                self._flush_reliable(pending, now)
+
+    # -- receiving -------------------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, path: str, now: float, addr: Addr | None = None) -> bool:
+        """Process one datagram; True when it authenticated. Never raises: bad input is counted."""
+        try:
+            if path not in self._paths:
+                self.counters["unknown_path"] += 1
+                return False
+            kind, sid = wire.parse_outer(data)
+            if kind == wire.Kind.SEALED:
+                return self._receive_sealed(data, sid, path, now, addr)
+            self._receive_handshake(data, kind, sid, path, now, addr)
+        except wire.WireError as exc:
+            self.counters[exc.reason] += 1
+        except Exception:  # a bug must not take the link down: count it, log it, keep going
+            self.counters["internal_error"] += 1
+            log.exception("unexpected error while receiving a datagram on %s", path)
+        return False
+
+    def _receive_sealed(self, data: bytes, sid: int, path: str, now: float, addr: Addr | None) -> bool:
+        session = self._session
+        if session is None or session.sid != sid:
+            session = self._pending.get(sid)
+            if session is None:
+                raise wire.WireError("session")
+        epoch, inner = session.epochs.open(data, now)
+        self._paths[path].heard(now)
+        if addr is not None:
+            session.addrs[path] = addr
+        if session.pending_send is not None and epoch >= session.pending_send[0]:
+            session.epochs.install_send(*session.pending_send)  # the client proved it holds the new keys
+            session.pending_send = None
+            if not self._established and session is self._session:
+                self._on_established(session, now)
+        kind = inner[0] if inner else 0
+        if kind == wire.Inner.MSG:
+            self._on_message(inner, path, now)
+        elif kind == wire.Inner.PROBE and len(inner) == wire.PROBE.size:
+            _, probe_id, t1 = wire.PROBE.unpack(inner)
+            if session.epochs.can_send:
+                reply = wire.PROBE_REPLY.pack(wire.Inner.PROBE_REPLY, probe_id, t1, now)
+                self._out.append((path, session.epochs.seal(reply), session.addrs.get(path)))
+        elif kind == wire.Inner.PROBE_REPLY and len(inner) == wire.PROBE_REPLY.size:
+            _, probe_id, t1, t2 = wire.PROBE_REPLY.unpack(inner)
+            rtt = self._paths[path].on_reply(probe_id, t1, now)
+            if rtt is not None:
+                self._offsets.append((rtt, ((t2 - t1) + (t2 - now)) / 2.0))
+        elif kind == wire.Inner.REL_DATA:
+            seq, chunk = wire.parse_rel_data(memoryview(inner)[1:])
+            self._feed_tls(session, session.rel.on_data(seq, chunk), path, addr, now)
+        elif kind == wire.Inner.REL_ACK:
+            session.rel.on_ack(*wire.parse_rel_ack(memoryview(inner)[1:]), now)
+        elif kind == wire.Inner.CLOSE:
+            if session is self._session:
+                self._end_session("peer_closed: " + inner[1:].decode(errors="replace"), now)
+            return True
+        else:
+            self.counters["malformed"] += 1
+        if session is self._session or session.sid in self._pending:
+            self._flush_reliable(session, now)
+        return True
+
+    def _on_message(self, inner: bytes, path: str, now: float) -> None:
+        if len(inner) < _MSG_HEAD:
+            self.counters["malformed"] += 1
+            return
+        _, msg_class, seq = wire.MSG.unpack_from(inner)
+        if msg_class > MessageClass.VIDEO:
+            self.counters["malformed"] += 1
+            return
+        reason = self._dedup[msg_class].check_and_accept(seq)
+        if reason is not None:
+            self.counters["duplicates" if reason == "replay" else "stale"] += 1
+            return
+        self._events.append(MessageReceived(MessageClass(msg_class), seq, inner[_MSG_HEAD:], path, now))
+
+    def _receive_handshake(self, data: bytes, kind: int, sid: int, path: str, now: float,
+                           addr: Addr | None) -> None:
+        session = self._pending.get(sid)
+        if session is None and self._session is not None and self._session.sid == sid:
+            session = self._session
+        if session is not None and session.epochs.can_send:
+            raise wire.WireError("late_handshake")  # keys are in use: plaintext frames could be forged
+        body = memoryview(data)[wire.OUTER.size:]
+        if session is None:
+            if self.is_client or kind != wire.Kind.HS_DATA:
+                raise wire.WireError("session")
+            seq, _ = wire.parse_rel_data(body)
+            if seq != 0:
+                raise wire.WireError("session")
+            refusal = None if self._gate.source_allowed(addr) else "cidr"
+            source = addr[0] if addr is not None else f"path:{path}"
+            refusal = refusal or self._gate.admit(source, len(self._pending), now)
+            if refusal is not None:
+                self._refuse(refusal, path, addr, now)
+                return
+            session = Session(sid, TlsChannel(self._ctx, is_client=False), now, self.settings.epoch_grace_s)
+            self._pending[sid] = session
+        if addr is not None:
+            session.addrs[path] = addr
+        if kind == wire.Kind.HS_ACK:
+            session.rel.on_ack(*wire.parse_rel_ack(body), now)
+        else:
+            seq, chunk = wire.parse_rel_data(body)
+            self._feed_tls(session, session.rel.on_data(seq, chunk), path, addr, now)
+        if session is self._session or session.sid in self._pending:
+            self._flush_reliable(session, now)
+
+    # -- TLS and session life cycle ---------------------------------------------------------------
+    def _feed_tls(self, session: Session, chunks: list[bytes], path: str, addr: Addr | None,
+                  now: float) -> None:
+        try:
+            for chunk in chunks:
+                records = session.tls.feed(chunk)
+                out = session.tls.take_output()
+                if out:
+                    session.rel.send(out)
+                if session.tls.handshake_done and not session.verified and not self._on_tls_done(
+                        session, path, addr, now):
+                    return
+                for record in records:
+                    self._on_app_bytes(session, record, now)
+        except TlsFailure as exc:
+            self._fail(session, exc.reason, path, addr, now)
+
+    def _on_tls_done(self, session: Session, path: str, addr: Addr | None, now: float) -> bool:
+        session.verified = True
+        pins = self.settings.allowed_fingerprints
+        if pins and session.tls.peer_fingerprint not in pins:
+            self._fail(session, "fingerprint", path, addr, now)
+            return False
+        if not self.is_client:  # the server chooses the session's datagram keys
+            self._activate(session, now)
+            self._new_epoch(session, 1)
+        return True
+
+    def _new_epoch(self, session: Session, epoch: int) -> None:
+        c2s, s2c = os.urandom(KEY_BYTES), os.urandom(KEY_BYTES)
+        session.epochs.install_recv(epoch, c2s)
+        session.pending_send = (epoch, s2c)
+        session.write_record(RECORD_KEYS, KEYS.pack(epoch, c2s, s2c))
+
+    def _rekey(self, session: Session, now: float) -> None:
+        self._new_epoch(session, session.epochs.send_epoch + 1)
+        session.next_rekey = now + self.settings.rekey_s
+        self.counters["rekeys"] += 1
+
+    def _on_app_bytes(self, session: Session, data: bytes, now: float) -> None:
+        for record_type, body in session.read_records(data):
+            if record_type == RECORD_KEYS and self.is_client and len(body) == KEYS.size:
+                epoch, c2s, s2c = KEYS.unpack(body)
+                session.epochs.install_recv(epoch, s2c)
+                session.epochs.install_send(epoch, c2s)
+                if session is not self._session:
+                    self._activate(session, now)
+                if not self._established:
+                    self._on_established(session, now)
+            elif record_type == RECORD_EVENT and session is self._session:
+                self._events.append(SessionEventReceived(body, now))
+            elif record_type == RECORD_CLOSE and session is self._session:
+                self._end_session("peer_closed: " + body.decode(errors="replace"), now)
+                return
+            else:
+                self.counters["protocol"] += 1
+
+    def _activate(self, session: Session, now: float) -> None:
+        if self._session is not None and self._session is not session:
+            self._events.append(SessionClosed("replaced", now))
+        self._session = session
+        self._established = False
+        self._pending.pop(session.sid, None)
+        self._seq = [0, 0, 0, 0]
+        self._dedup = [ReplayWindow() for _ in MessageClass]
+        self.peer_name, self.peer_fingerprint = session.tls.peer_name, session.tls.peer_fingerprint
+        if not self.is_client:
+            session.next_rekey = now + self.settings.rekey_s
+        for mon in self._paths.values():
+            mon.start(now)
+
+    def _on_established(self, session: Session, now: float) -> None:
+        self._established = True
+        self._events.append(HandshakeComplete(session.tls.peer_name, session.tls.peer_fingerprint, now))
+        queued, self._queued_events = self._queued_events, []
+        for payload in queued:
+            session.write_record(RECORD_EVENT, payload)
+
+    def _refuse(self, reason: str, path: str, addr: Addr | None, now: float) -> None:
+        self.counters[reason] += 1
+        self._events.append(PeerRefused(reason, path, addr, now))
+
+    def _fail(self, session: Session, reason: str, path: str, addr: Addr | None, now: float) -> None:
+        """Handshake or TLS failure: count, report, flush the TLS alert once, forget the session."""
+        self._refuse(reason, path, addr, now)
+        alert = session.tls.take_output()
+        if alert:
+            session.rel.send(alert)
+            self._flush_reliable(session, now)
+        self._pending.pop(session.sid, None)
+        if session is self._session:
+            self._end_session(reason, now)
+        elif self.is_client:
+            self._events.append(SessionClosed(reason, now))
+
+    def _end_session(self, reason: str, now: float) -> None:
+        if self._session is not None:
+            self._events.append(SessionClosed(reason, now))
+        self._session = None
+        self._established = False
+        self._video.clear()
+
+    def _flush_reliable(self, session: Session, now: float) -> None:
+        """Put due reliable frames and any owed ack on every path (sealed once keys are in use)."""
+        frames = session.rel.frames_due(now)
+        ack = session.rel.take_ack()
+        if not frames and ack is None:
+            return
+        if session.epochs.can_send:
+            inners = [wire.REL_DATA.pack(seq).join((bytes([wire.Inner.REL_DATA]), chunk)) for seq, chunk in frames]
+            if ack is not None:
+                inners.append(bytes([wire.Inner.REL_ACK]) + wire.REL_ACK.pack(*ack))
+            for path in self._path_names:
+                for inner in inners:
+                    self._out.append((path, session.epochs.seal(inner), session.addrs.get(path)))
+            return
+        datagrams = [wire.encode_hs_data(session.sid, seq, chunk) for seq, chunk in frames]
+        if ack is not None:
+            datagrams.append(wire.encode_hs_ack(session.sid, *ack))
+        for path in self._path_names:
+            for datagram in datagrams:
+                self._out.append((path, datagram, session.addrs.get(path)))

@@ -1,0 +1,161 @@
+"""Per-path health from probes: RTT (last, p50, p99), RFC 3550 jitter, loss %, last heard, and an
+UP / DEGRADED / DOWN state machine with hysteresis so a flapping path does not flood the console.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+from telesurg.link.config import LinkTuning
+
+_RTT_WINDOW = 200
+
+
+class PathState(enum.StrEnum):
+    UP = "up"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class PathStats:
+    state: PathState
+    rtt_ms: float | None  # last sample
+    rtt_p50_ms: float | None
+    rtt_p99_ms: float | None
+    jitter_ms: float
+    loss_pct: float
+    last_heard: float | None
+    state_changes: int
+    probes_sent: int
+    probes_answered: int
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+class PathMonitor:
+    """Health of one path; the core feeds it probe sends, replies and receptions, and asks for state."""
+
+    def __init__(self, name: str, tuning: LinkTuning) -> None:
+        self.name = name
+        self._t = tuning
+        self.state = PathState.DOWN  # nothing heard yet: UP only once probes come back
+        self.last_heard: float | None = None
+        self.since: float | None = None  # when monitoring started (session established)
+        self._outstanding: dict[int, float] = {}
+        self._next_probe_id = 0
+        self.next_probe_at: float | None = None
+        self._results: deque[bool] = deque(maxlen=tuning.loss_window)
+        self._rtts: deque[float] = deque(maxlen=_RTT_WINDOW)
+        self._jitter = 0.0
+        self._consecutive_replies = 0
+        self._last_answered_sent = float("-inf")
+        self._counting_since = float("inf")  # loss counts only for probes sent since the path was last up
+        self.state_changes = 0
+        self.probes_sent = 0
+        self.probes_answered = 0
+
+    def start(self, now: float) -> None:
+        self.since = now
+        self.next_probe_at = now
+
+    def new_probe(self, now: float) -> int:
+        probe_id = self._next_probe_id
+        self._next_probe_id = (probe_id + 1) & 0xFFFFFFFF
+        self._outstanding[probe_id] = now
+        self.probes_sent += 1
+        self.next_probe_at = now + 1.0 / self._t.probe_hz
+        return probe_id
+
+    def heard(self, now: float) -> None:
+        self.last_heard = now
+
+    def on_reply(self, probe_id: int, t1: float, now: float) -> float | None:
+        """RTT in seconds of an answered probe, or None if unknown/timed out (counted already)."""
+        sent = self._outstanding.pop(probe_id, None)
+        if sent is None or sent != t1:
+            return None
+        rtt = now - sent
+        if self._rtts:
+            self._jitter += (abs(rtt - self._rtts[-1]) - self._jitter) / 16.0  # RFC 3550 A.8
+        self._rtts.append(rtt)
+        self._results.append(True)
+        self.probes_answered += 1
+        self._consecutive_replies += 1
+        self._last_answered_sent = max(self._last_answered_sent, sent)
+        return rtt
+
+    def loss_pct(self) -> float:
+        if not self._results:
+            return 0.0
+        return 100.0 * (len(self._results) - sum(self._results)) / len(self._results)
+
+    def update(self, now: float) -> tuple[PathState, PathState] | None:
+        """Expire unanswered probes and re-evaluate the state; returns (old, new) on a change."""
+        timeout = self._t.probe_timeout_s
+        for probe_id, sent in list(self._outstanding.items()):
+            if sent + timeout <= now:  # same expression as next_timer(): no float mismatch
+                del self._outstanding[probe_id]
+                if self.state is not PathState.DOWN and sent >= self._counting_since:
+                    self._results.append(False)  # probes lost in an outage are the outage, already reported
+                if sent > self._last_answered_sent:  # a probe older than an answered one says nothing new
+                    self._consecutive_replies = 0
+        reference = self.last_heard if self.last_heard is not None else self.since
+        silent = reference is None or reference + self._t.down_after_s < now
+        old, new = self.state, self.state
+        loss = self.loss_pct()
+        rtt_ms = self._rtts[-1] * 1000.0 if self._rtts else 0.0
+        if silent:
+            new = PathState.DOWN
+        elif old is PathState.DOWN:
+            if self._consecutive_replies >= self._t.recover_replies:
+                bad = loss >= self._t.degraded_loss_pct or rtt_ms > self._t.degraded_rtt_ms
+                new = PathState.DEGRADED if bad else PathState.UP
+        elif old is PathState.UP:
+            if loss >= self._t.degraded_loss_pct or rtt_ms > self._t.degraded_rtt_ms:
+                new = PathState.DEGRADED
+        elif loss <= self._t.recover_loss_pct and rtt_ms < 0.8 * self._t.degraded_rtt_ms:
+            new = PathState.UP
+        if new is old:
+            return None
+        if new is PathState.DOWN:
+            # An outage is not random loss: start loss statistics afresh once the path is back.
+            self._results.clear()
+            self._consecutive_replies = 0
+        elif old is PathState.DOWN:
+            self._counting_since = now
+        self.state = new
+        self.state_changes += 1
+        return old, new
+
+    def next_timer(self) -> float | None:
+        times: list[float] = []
+        oldest = next(iter(self._outstanding.values()), None)  # dict keeps sending order
+        if oldest is not None:
+            times.append(oldest + self._t.probe_timeout_s)
+        if self.next_probe_at is not None:
+            times.append(self.next_probe_at)
+        reference = self.last_heard if self.last_heard is not None else self.since
+        if reference is not None and self.state is not PathState.DOWN:
+            times.append(reference + self._t.down_after_s + 1e-6)
+        return min(times) if times else None
+
+    def stats(self) -> PathStats:
+        ordered = sorted(self._rtts)
+        return PathStats(
+            state=self.state,
+            rtt_ms=self._rtts[-1] * 1000.0 if self._rtts else None,
+            rtt_p50_ms=_percentile(ordered, 0.5) * 1000.0 if ordered else None,
+            rtt_p99_ms=_percentile(ordered, 0.99) * 1000.0 if ordered else None,
+            jitter_ms=self._jitter * 1000.0,
+            loss_pct=self.loss_pct(),
+            last_heard=self.last_heard,
+            state_changes=self.state_changes,
+            probes_sent=self.probes_sent,
+            probes_answered=self.probes_answered,
+        )
