@@ -1,0 +1,287 @@
+"""Servo loop timing beside the real link, against a bare deadline loop measured in the same run.
+
+    python bench/servo_loop.py [--seconds N] [--json F] [--no-compare]
+
+Robot process (this one): MuJoCo `SimDriver` + `SafetySupervisor` in `ServoLoop` at 1 kHz on its own
+thread, and the robot's `LinkEndpoint` (2 paths, TLS 1.3 + AEAD, loopback UDP) on a uvloop thread
+feeding decoded commands to the loop's inbox and sending 100 Hz telemetry back, as in `telesurg robot`.
+Console process (spawned): a `LinkEndpoint` client that waits for telemetry, re-engages PSM1 at the
+tool pose and streams 1 kHz `servo_cp` on both paths (a slow 2 mm circle).
+
+Baseline: `bare`, a `DeadlineLoop` whose body does nothing, runs in its own process at the same time
+as the servo loop, so both see the same background load (the machine is shared) but the bare loop
+has no GIL contention. Phases: `servo` (the configured short GIL switch interval) and, unless
+--no-compare, `servo_default_switch` (CPython's default 5 ms) with its own concurrent bare loop.
+Target: servo p99 <= 1.5 x bare p99 and servo missed <= bare missed + 0.1 % of periods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+from telesurg.link import LinkCore, MessageClass, MessageReceived, make_identity  # noqa: E402
+from telesurg.link.driver import LinkEndpoint, install_uvloop  # noqa: E402
+from telesurg.messages import (  # noqa: E402
+    FLAG_ENGAGED,
+    FLAG_REENGAGE,
+    ArmId,
+    DecodeError,
+    ServoCommand,
+    Telemetry,
+    decode,
+)
+from telesurg.robot.config import CartConfig  # noqa: E402
+from telesurg.robot.safety_config import SupervisorConfig, workspaces_from_cart  # noqa: E402
+from telesurg.robot.servo import DeadlineLoop, ServoConfig, ServoLoop  # noqa: E402
+from telesurg.robot.sim import SimDriver  # noqa: E402
+from telesurg.robot.supervisor import SafetySupervisor, SupervisorState  # noqa: E402
+
+LOCAL = "127.0.0.1"
+PATHS = ("a", "b")
+
+
+# ---------------------------------------------------------------------------- console process
+def console_main(identity: Any, robot_cert: bytes, robot_addrs: dict[str, tuple[str, int]], seconds: float,
+                 result: Any) -> None:
+    install_uvloop()
+    asyncio.run(_console(identity, robot_cert, robot_addrs, seconds, result))
+
+
+async def _console(identity: Any, robot_cert: bytes, robot_addrs: dict[str, tuple[str, int]], seconds: float,
+                   result: Any) -> None:
+    latest: list[Telemetry] = []
+
+    def on_message(event: MessageReceived) -> None:
+        try:
+            msg = decode(event.payload)
+        except DecodeError:
+            return
+        if isinstance(msg, Telemetry):
+            latest[:] = [msg]
+
+    core = LinkCore.in_memory(identity, [robot_cert], is_client=True, path_names=PATHS)
+    endpoint = LinkEndpoint(core, dict.fromkeys(PATHS, (LOCAL, 0)), robot_addrs, on_message=on_message)
+    await endpoint.start()
+    await endpoint.wait_established(15.0)
+    loop = asyncio.get_running_loop()
+    while not (latest and latest[0].arms[0].supervisor_state == SupervisorState.READY):
+        await asyncio.sleep(0.01)
+    psm1 = latest[0].arms[0]
+    centre = psm1.position
+    seq, sent = 0, 0
+    start = loop.time()
+    next_t = start
+    while (now := loop.time()) < start + seconds:
+        if now >= next_t:
+            seq += 1
+            phase = 2 * math.pi * 0.25 * (now - start)  # 0.25 Hz circle, 2 mm radius: ~3 mm/s
+            r = 0.0 if seq == 1 else 0.002 * min(1.0, (now - start) / 2.0)
+            pos = (centre[0] + r * math.cos(phase) - (0.002 * min(1.0, (now - start) / 2.0) if seq > 1 else 0.0),
+                   centre[1] + r * math.sin(phase), centre[2])
+            flags = FLAG_ENGAGED | (FLAG_REENGAGE if seq == 1 else 0)
+            cmd = ServoCommand(ArmId.PSM1, seq, time.monotonic(), pos, psm1.orientation, 0.3, flags)
+            endpoint.send(MessageClass.CONTROL, cmd.encode())
+            sent += 1
+            next_t += 0.001
+            if next_t < now - 0.01:  # fell far behind: do not burst
+                next_t = now
+        await asyncio.sleep(max(0.0, next_t - loop.time()))
+    result.put({"sent": sent, "rate_hz": sent / seconds})
+    await endpoint.close()
+
+
+# ------------------------------------------------------------------------------ robot process
+class RobotLink:
+    """The robot's link endpoint on its own uvloop thread, feeding a ServoLoop."""
+
+    def __init__(self, identity: Any, console_cert: bytes) -> None:
+        self.identity, self.console_cert = identity, console_cert
+        self.servo: ServoLoop | None = None
+        self.counters: Counter[str] = Counter()
+        self.addrs: dict[str, tuple[str, int]] = {}
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="link", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+
+    def stop(self) -> None:
+        if self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
+
+    def send_telemetry(self, telemetry: Telemetry) -> None:
+        """Called on the servo thread: hand the bytes to the link thread, never block."""
+        payload = telemetry.encode()
+        self._loop.call_soon_threadsafe(self._send, MessageClass.TELEMETRY, payload)
+
+    def _send(self, cls: MessageClass, payload: bytes) -> None:
+        if self.endpoint.established:
+            self.endpoint.send(cls, payload)
+
+    def _on_message(self, event: MessageReceived) -> None:
+        try:
+            msg = decode(event.payload)
+        except DecodeError:
+            self.counters["decode_error"] += 1
+            return
+        if isinstance(msg, ServoCommand) and self.servo is not None:
+            self.counters["commands"] += 1
+            self.servo.submit(msg, self.endpoint.core.peer_name or "?", event.seq,
+                              self.endpoint.core.clock_offset())
+
+    def _run(self) -> None:
+        install_uvloop()
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        core = LinkCore.in_memory(self.identity, [self.console_cert], is_client=False, path_names=PATHS)
+        self.endpoint = LinkEndpoint(core, dict.fromkeys(PATHS, (LOCAL, 0)), dict.fromkeys(PATHS),
+                                     on_message=self._on_message)
+        await self.endpoint.start()
+        self.addrs = {p: self.endpoint.local_address(p) for p in PATHS}
+        self._ready.set()
+        await self._stop.wait()
+        await self.endpoint.close()
+
+
+def thread_cpu_s(native_id: int | None) -> float:
+    """CPU seconds (user + system) a thread of this process has used, from /proc (Linux only)."""
+    try:
+        with open(f"/proc/self/task/{native_id}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def bare_main(period_s: float, spin_s: float, seconds: float, go: Any, result: Any) -> None:
+    """The baseline, in its own process so it shares the machine's load but not our GIL."""
+    go.wait(60)
+    loop = DeadlineLoop(period_s, lambda now: None, spin_s=spin_s, name="bare")
+    loop.start()
+    time.sleep(seconds)
+    loop.stop()
+    result.put(loop.stats.summary())
+
+
+def servo_phase(seconds: float, servo_config: ServoConfig) -> dict[str, Any]:
+    robot_id, console_id = make_identity("robot"), make_identity("console")
+    link = RobotLink(robot_id, console_id.cert_pem)
+    link.start()
+    cart = CartConfig()
+    driver = SimDriver(cart)
+    sup = SafetySupervisor(SupervisorConfig(workspace=workspaces_from_cart(cart)), list(driver.arms()))
+    servo = ServoLoop(sup, driver, servo_config, on_telemetry=link.send_telemetry)
+    link.servo = servo
+    sup.assign("PSM1", "console")
+    servo.operator(lambda console, now: console.enable(now))
+    servo.start()
+    ctx = mp.get_context("spawn")
+    result = ctx.Queue()
+    warmup = 3.0
+    child = ctx.Process(target=console_main, args=(console_id, robot_id.cert_pem, link.addrs, seconds + warmup,
+                                                   result), daemon=True)
+    child.start()
+    go = ctx.Event()
+    bare_result = ctx.Queue()
+    bare = ctx.Process(target=bare_main, args=(servo_config.period_s, servo_config.spin_s, seconds, go, bare_result),
+                       daemon=True)
+    bare.start()
+    try:
+        t_end = time.monotonic() + 30.0
+        while sup.state("PSM1") is not SupervisorState.FOLLOWING and time.monotonic() < t_end:
+            time.sleep(0.01)
+        if sup.state("PSM1") is not SupervisorState.FOLLOWING:
+            raise RuntimeError(f"PSM1 never followed: {sup.report()}")
+        time.sleep(1.0)
+        go.set()
+        servo.reset_stats()
+        applied_before = sup.applied
+        tids = {"servo": servo._loop._thread.native_id, "link": link._thread.native_id}
+        cpu_before = {k: thread_cpu_s(t) for k, t in tids.items()}
+        time.sleep(seconds)
+        stats = servo.stats()
+        cpu = {f"{k}_cpu_pct": 100 * (thread_cpu_s(t) - cpu_before[k]) / seconds for k, t in tids.items()}
+        applied = sup.applied - applied_before
+        console = result.get(timeout=warmup + 10)
+        bare_stats = bare_result.get(timeout=10)
+    finally:
+        servo.stop()
+        child.join(10)
+        bare.join(10)
+        link.stop()
+        driver.close()
+    report = sup.report()
+    stats.update(cpu)
+    stats.update({
+        "switch_interval_s": servo_config.switch_interval_s or sys.getswitchinterval(),
+        "commands_applied_per_s": applied / seconds,
+        "console_sent_rate_hz": console["rate_hz"],
+        "rejected": report["commands"]["rejected"],
+        "violations": report["safety"]["violations"],
+        "holds": len(report["safety"]["holds"]),
+        "loop_error": repr(servo.error) if servo.error else None,
+    })
+    return {"servo": stats, "bare": bare_stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement time per phase")
+    parser.add_argument("--json", default=None, help="write the figures to this JSON file")
+    parser.add_argument("--spin-s", type=float, default=ServoConfig().spin_s,
+                        help="spin (instead of sleep) this long before each deadline, both loops")
+    parser.add_argument("--no-compare", action="store_true", help="skip the default-switch-interval phase")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    config = ServoConfig(spin_s=args.spin_s)
+    figures: dict[str, Any] = {"rate_hz": config.rate_hz, "seconds": args.seconds, "cpus": os.cpu_count(),
+                               "spin_s": config.spin_s, "load_average": os.getloadavg()}
+    figures.update(servo_phase(args.seconds, config))
+    if not args.no_compare:
+        other = servo_phase(args.seconds, ServoConfig(switch_interval_s=None, spin_s=args.spin_s))
+        figures["servo_default_switch"], figures["bare_default_switch"] = other["servo"], other["bare"]
+    bare, servo = figures["bare"], figures["servo"]
+    ratio = servo["p99_us"] / max(bare["p99_us"], 1.0)
+    missed_ok = servo["missed"] <= bare["missed"] + 0.001 * servo["periods"]
+    served = servo["periods"] / max(servo["periods"] + servo["skipped"], 1)
+    figures["target"] = {"p99_ratio": ratio, "p99_ok": ratio <= 1.5, "missed_ok": missed_ok,
+                         "servo_served_fraction": served,
+                         "bare_served_fraction": bare["periods"] / max(bare["periods"] + bare["skipped"], 1)}
+    for name in ("bare", "servo", "bare_default_switch", "servo_default_switch"):
+        if name in figures:
+            f = figures[name]
+            print(f"{name:22s} periods={f['periods']:6d} p50={f['p50_us']:8.1f} us  p99={f['p99_us']:8.1f} us  "
+                  f"max={f['max_us']:8.1f} us  missed={f['missed']}  skipped={f['skipped']}")
+    print(f"servo: applied {servo['commands_applied_per_s']:.0f} cmd/s of {servo['console_sent_rate_hz']:.0f} sent, "
+          f"violations={servo['violations']} holds={servo['holds']} rejected={servo['rejected']}")
+    print(f"servo thread CPU {servo['servo_cpu_pct']:.0f} %, link thread CPU {servo['link_cpu_pct']:.0f} %; "
+          f"periods served: servo {served:.1%}, bare {figures['target']['bare_served_fraction']:.1%}")
+    print(f"target p99 <= 1.5 x bare: ratio {ratio:.2f} -> {'OK' if ratio <= 1.5 else 'MISSED'}; "
+          f"missed {'OK' if missed_ok else 'MISSED'}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(figures, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""A scripted FLS peg transfer in tool space, the stand-in for a surgeon in tests and the demo.
+
+PSM1 picks each ring at the side of its tube nearest the arms (jaw pointing down, fingers opening
+radially so one finger goes inside the ring), lifts it over the pegs, lowers it around a target
+peg, opens and moves on; the other arms hold their home poses. Between keyframes motion follows a
+minimum-jerk profile (zero velocity and acceleration at each keyframe), positions interpolate
+linearly and orientations by slerp, so `sample(t)` is smooth and starts exactly at the home poses.
+Segment durations are set from a peak speed of 0.05 m/s, half the supervisor's 0.1 mm/ms cap.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import scene
+from .config import CartConfig
+from .kinematics import ArmKinematics, matrix_to_quat, quat_to_matrix
+
+PEAK_SPEED = 0.05  # m/s
+PEAK_ANGULAR_SPEED = 1.0  # rad/s
+MIN_JERK_PEAK_FACTOR = 1.875  # peak / mean speed of a minimum-jerk move
+JAW_OPEN, JAW_SQUEEZE = 0.8, -0.2  # rad; a negative command keeps gripping force on the ring
+CARRY_HEIGHT = 0.036  # tool tip z while carrying: ring bottom clears the peg tops
+GRASP_HEIGHT = 0.0008  # tool tip z when pinching a ring lying on the board
+RELEASE_HEIGHT = 0.004
+JAW_DWELL = 0.5  # s to close or open the jaw and let contacts settle
+# tool frame for grasping: z down, x along -y (radial at the grasp point), so fingers open radially
+GRASP_ORIENTATION = matrix_to_quat(np.column_stack([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolTarget:
+    """Where one arm's tool should be: position (m, base frame), quaternion (w, x, y, z), jaw (rad)."""
+
+    position: np.ndarray
+    orientation: np.ndarray
+    jaw: float
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, s: float) -> np.ndarray:
+    dot = float(q0 @ q1)
+    if dot < 0.0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        q = q0 + s * (q1 - q0)
+        return q / np.linalg.norm(q)
+    theta = math.acos(dot)
+    return (math.sin((1 - s) * theta) * q0 + math.sin(s * theta) * q1) / math.sin(theta)
+
+
+def _angle_between(q0: np.ndarray, q1: np.ndarray) -> float:
+    return 2.0 * math.acos(min(1.0, abs(float(q0 @ q1))))
+
+
+def min_jerk(s: float) -> float:
+    """Minimum-jerk time scaling: 0→1 with zero velocity and acceleration at both ends."""
+    s = min(1.0, max(0.0, s))
+    return s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)
+
+
+@dataclass
+class _Track:
+    """Keyframes of one arm: times (s, increasing) and targets."""
+
+    times: list[float] = field(default_factory=list)
+    targets: list[ToolTarget] = field(default_factory=list)
+
+    def add(self, target: ToolTarget, duration: float | None = None) -> None:
+        if not self.times:
+            self.times.append(0.0)
+        else:
+            previous = self.targets[-1]
+            if duration is None:
+                distance = float(np.linalg.norm(target.position - previous.position))
+                turn = _angle_between(previous.orientation, target.orientation)
+                duration = max(0.3, MIN_JERK_PEAK_FACTOR * max(distance / PEAK_SPEED, turn / PEAK_ANGULAR_SPEED))
+            self.times.append(self.times[-1] + duration)
+        self.targets.append(target)
+
+    def sample(self, t: float) -> ToolTarget:
+        k = bisect.bisect_right(self.times, t)
+        if k == 0:
+            return self.targets[0]
+        if k >= len(self.times):
+            return self.targets[-1]
+        a, b = self.targets[k - 1], self.targets[k]
+        s = min_jerk((t - self.times[k - 1]) / (self.times[k] - self.times[k - 1]))
+        return ToolTarget(a.position + s * (b.position - a.position), _slerp(a.orientation, b.orientation, s),
+                          a.jaw + s * (b.jaw - a.jaw))
+
+
+class PegTransferPlan:
+    """Tool targets for every arm as a function of task time; `duration` is the task length (s)."""
+
+    def __init__(self, tracks: dict[str, _Track], rings: list[int], target_pegs: list[int]) -> None:
+        self._tracks = tracks
+        self.rings = rings
+        self.target_pegs = target_pegs
+        self.duration = max(track.times[-1] for track in tracks.values())
+
+    def sample(self, t: float) -> dict[str, ToolTarget]:
+        return {name: track.sample(t) for name, track in self._tracks.items()}
+
+
+def peg_transfer_plan(driver_or_scene: object, rings: int = 6, config: CartConfig | None = None,
+                      arm: str = "PSM1") -> PegTransferPlan:
+    """Plan moving `rings` rings from their start pegs to the target pegs with `arm`.
+
+    `driver_or_scene` is a `SimDriver` (uses its config and the rings' actual positions) or a
+    `scene.PegBoard` (uses the nominal start positions and `config`, default `CartConfig()`).
+    """
+    if isinstance(driver_or_scene, scene.PegBoard):
+        board, config = driver_or_scene, config or CartConfig()
+        ring_centres = np.array([board.ring_start_position(i) for i in range(board.ring_count)])
+    elif hasattr(driver_or_scene, "ring_positions") and hasattr(driver_or_scene, "board"):
+        board, config = driver_or_scene.board, config or driver_or_scene.config
+        ring_centres = driver_or_scene.ring_positions()
+    else:
+        raise TypeError(f"driver_or_scene must be a SimDriver or a PegBoard, got {type(driver_or_scene).__name__}")
+    if not 1 <= rings <= board.ring_count:
+        raise ValueError(f"rings must be between 1 and {board.ring_count}, got {rings}")
+    if config.arm(arm).kind != "psm":
+        raise ValueError(f"arm: {arm!r} has no jaw; pick an instrument arm (PSM)")
+
+    tracks: dict[str, _Track] = {}
+    for arm_config in config.arms:
+        position, quat = ArmKinematics(arm_config).forward_quat(np.array(arm_config.home))
+        tracks[arm_config.name] = _Track()
+        tracks[arm_config.name].add(ToolTarget(position, quat, 0.0))
+    track = tracks[arm]
+    down = GRASP_ORIENTATION
+    radial = quat_to_matrix(down)[:, 0] * scene.RING_MAJOR_RADIUS  # tool x points from ring centre to grasp
+    order = list(range(rings))
+    targets = [board.target_pegs[i] for i in order]
+    for ring, peg in zip(order, targets, strict=True):
+        grasp = ring_centres[ring] + radial
+        place = np.array([*board.pegs[peg], 0.0]) + radial
+        steps = [
+            (np.array([grasp[0], grasp[1], CARRY_HEIGHT]), JAW_OPEN, None),
+            (np.array([grasp[0], grasp[1], GRASP_HEIGHT]), JAW_OPEN, None),
+            (np.array([grasp[0], grasp[1], GRASP_HEIGHT]), JAW_SQUEEZE, JAW_DWELL),
+            (np.array([grasp[0], grasp[1], CARRY_HEIGHT]), JAW_SQUEEZE, None),
+            (np.array([place[0], place[1], CARRY_HEIGHT]), JAW_SQUEEZE, None),
+            (np.array([place[0], place[1], RELEASE_HEIGHT]), JAW_SQUEEZE, None),
+            (np.array([place[0], place[1], RELEASE_HEIGHT]), JAW_OPEN, JAW_DWELL),
+            (np.array([place[0], place[1], CARRY_HEIGHT]), JAW_OPEN, None),
+        ]
+        for position, jaw, duration in steps:
+            track.add(ToolTarget(position, down, jaw), duration)
+    home = tracks[arm].targets[0]
+    track.add(ToolTarget(home.position, home.orientation, 0.0))
+    plan_tracks = dict(tracks)
+    end = track.times[-1]
+    for name, other in plan_tracks.items():  # idle arms hold home until the end
+        if name != arm:
+            other.add(other.targets[0], end)
+    return PegTransferPlan(plan_tracks, order, targets)

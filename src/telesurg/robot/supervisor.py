@@ -1,0 +1,413 @@
+"""Patient-side safety supervisor: the last word on every motion, independent of the link.
+
+Sans-I/O: `submit()` takes a decoded command, its authenticated sender and `now` (robot monotonic
+clock); `tick()` is called once per servo period with the measured state and returns the setpoints
+to send to the driver, already stepped within the caps. It never reads a clock or touches the
+driver, so every invariant in DESIGN.md §4 can be tested in virtual time.
+
+Per-arm state machine (every transition logged with time and cause, invariant 7):
+
+    DISABLED --enable--> HOMING --driver homed--> READY --aligned re-engage--> FOLLOWING
+    FOLLOWING --watchdog / takeover / handover--> HOLD --aligned re-engage--> FOLLOWING
+    FOLLOWING --surgeon disengages--> READY
+    HOLD --fault time--> LATCHED --operator clear--> READY
+    any --e-stop / driver fault--> FAULT --operator reset (e-stop released)--> DISABLED
+
+Entering FOLLOWING, from READY or after any hold, needs a command carrying FLAG_REENGAGE and
+FLAG_ENGAGED whose pose is within `align_position_m` and `align_orientation_deg` of the tool
+(dVRK style, invariant 5); packets coming back never resume motion by themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from telesurg.messages import ArmId, ServoCommand
+from telesurg.robot.driver import ArmOperatingState, OperatingState, Pose
+from telesurg.robot.safety_config import SupervisorConfig
+from telesurg.robot.safety_geometry import (
+    Quat,
+    Vec3,
+    box_excess,
+    distance,
+    normalize,
+    quat_angle,
+    quat_norm,
+    rotate_toward,
+    step_toward,
+)
+from telesurg.robot.safety_types import Decision, HoldRecord, Outcome, Setpoint, SupervisorState, Transition
+
+__all__ = ["LOCAL_SENDER", "Decision", "HoldRecord", "Outcome", "SafetySupervisor", "Setpoint", "SupervisorState",
+           "Transition"]
+
+log = logging.getLogger(__name__)
+
+LOCAL_SENDER = "local"  # identity of the patient-side console; outranks every network sender
+_EPS = 1e-9
+
+
+@dataclass(slots=True)
+class _Arm:
+    name: str
+    state: SupervisorState = SupervisorState.DISABLED
+    controller: str | None = None
+    local_lock: bool = False  # taken over by the local console: network assignment refused
+    seen_seq: dict[str, int] = field(default_factory=dict)  # newest cmd_seq per sender (ordering gate)
+    applied_seq: dict[str, int] = field(default_factory=dict)  # newest applied, independent check
+    last_applied_seq: int = 0
+    last_valid_t: float | None = None  # last applied command (watchdog)
+    last_heard_t: float | None = None  # last fresh, ordered command from the controller (fault time)
+    setpoint_pos: Vec3 | None = None
+    setpoint_quat: Quat = (1.0, 0.0, 0.0, 0.0)
+    setpoint_jaw: float = 0.0
+    target_pos: Vec3 | None = None
+    target_quat: Quat = (1.0, 0.0, 0.0, 0.0)
+    target_jaw: float = 0.0
+    last_tick_t: float | None = None
+    open_hold: HoldRecord | None = None
+
+
+class SafetySupervisor:
+    """Validates commands and turns them into capped per-period setpoints; see the module docstring."""
+
+    def __init__(self, config: SupervisorConfig, arm_names: Iterable[str]) -> None:
+        self.config = config
+        self._arms = {name: _Arm(name) for name in arm_names}
+        if not self._arms:
+            raise ValueError("arm_names is empty: the supervisor needs at least one arm (e.g. 'PSM1')")
+        self.transitions: list[Transition] = []
+        self.holds: list[HoldRecord] = []
+        self.counters: Counter[str] = Counter()  # rejections by reason
+        self.applied = 0
+        self.clipped = 0
+        self.duplicates_applied = 0
+        self.out_of_order_applied = 0
+        self.violations = 0
+        self.violation_log: list[str] = []
+        self.estopped = False
+        self._driver_commands: list[tuple[str, str]] = []
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def arm_names(self) -> list[str]:
+        return list(self._arms)
+
+    def state(self, arm: str) -> SupervisorState:
+        return self._arms[arm].state
+
+    def controller(self, arm: str) -> str | None:
+        return self._arms[arm].controller
+
+    def last_applied_seq(self, arm: str) -> int:
+        return self._arms[arm].last_applied_seq
+
+    def setpoint(self, arm: str) -> Pose | None:
+        a = self._arms[arm]
+        if a.setpoint_pos is None:
+            return None
+        return Pose(np.array(a.setpoint_pos), np.array(a.setpoint_quat))
+
+    def needs_measured(self, arm: str) -> bool:
+        """True when `tick` needs this arm's measured pose (only while homing, to seed the setpoint)."""
+        return self._arms[arm].state is SupervisorState.HOMING
+
+    def drain_driver_commands(self) -> list[tuple[str, str]]:
+        """CRTK `state_command`s ("enable", "home", "disable") the servo loop must send, in order."""
+        out, self._driver_commands = self._driver_commands, []
+        return out
+
+    # -------------------------------------------------------- operator actions
+    def enable(self, arm: str | None, now: float) -> None:
+        """Power and home an arm (or all): DISABLED -> HOMING; READY follows when the driver reports homed."""
+        if self.estopped:
+            log.warning("enable refused: emergency stop engaged")
+            return
+        for a in self._select(arm):
+            if a.state is SupervisorState.DISABLED:
+                self._driver_commands += [(a.name, "enable"), (a.name, "home")]
+                self._transition(a, SupervisorState.HOMING, now, "operator_enable")
+
+    def disable(self, arm: str | None, now: float) -> None:
+        for a in self._select(arm):
+            self._driver_commands.append((a.name, "disable"))
+            self._close_hold(a, "disable")
+            if a.state is not SupervisorState.FAULT:
+                self._transition(a, SupervisorState.DISABLED, now, "operator_disable")
+
+    def clear_latch(self, arm: str | None, now: float) -> None:
+        """Operator acknowledges a latched arm: LATCHED -> READY (following still needs a re-engage)."""
+        for a in self._select(arm):
+            if a.state is SupervisorState.LATCHED:
+                a.last_heard_t = a.last_valid_t = None
+                self._transition(a, SupervisorState.READY, now, "operator_clear_latch")
+
+    def emergency_stop(self, now: float, cause: str = "estop") -> None:
+        """Every arm to FAULT and disabled at once; stays so until `release_estop` and per-arm reset."""
+        self.estopped = True
+        for a in self._arms.values():
+            self._driver_commands.append((a.name, "disable"))
+            self._close_hold(a, "estop")
+            a.target_pos = None
+            if a.state is not SupervisorState.FAULT:
+                self._transition(a, SupervisorState.FAULT, now, cause)
+
+    def release_estop(self, now: float) -> None:
+        """Local operator releases the e-stop; arms stay in FAULT until `reset_fault`."""
+        if self.estopped:
+            self.estopped = False
+            log.warning("t=%.3f emergency stop released by local operator", now)
+
+    def reset_fault(self, arm: str | None, now: float) -> None:
+        """FAULT -> DISABLED (then `enable` to home again); refused while the e-stop is engaged."""
+        if self.estopped:
+            log.warning("reset_fault refused: emergency stop still engaged")
+            return
+        for a in self._select(arm):
+            if a.state is SupervisorState.FAULT:
+                self._transition(a, SupervisorState.DISABLED, now, "operator_reset")
+
+    def assign(self, arm: str, sender: str, now: float = 0.0, *, local: bool = False,
+               cause: str = "handover") -> bool:
+        """Give control of `arm` to `sender`; a moving arm holds so the new surgeon must align first.
+
+        Refused (False) for a network caller while the local console has taken the arm over."""
+        a = self._arms[arm]
+        if a.local_lock and not local:
+            log.warning("t=%.3f assign %s to %s refused: local takeover", now, arm, sender)
+            return False
+        if a.controller == sender:
+            return True
+        previous, a.controller = a.controller, sender
+        a.last_heard_t = None
+        if a.state is SupervisorState.FOLLOWING:
+            self._hold(a, now, cause)
+        log.info("t=%.3f %s control %s -> %s", now, arm, previous, sender)
+        return True
+
+    def set_local_lock(self, arm: str, locked: bool) -> None:
+        self._arms[arm].local_lock = locked
+
+    def reset_session(self, sender: str) -> None:
+        """A sender started a new link session; its cmd_seq numbering restarts."""
+        for a in self._arms.values():
+            a.seen_seq.pop(sender, None)
+            a.applied_seq.pop(sender, None)
+
+    # ---------------------------------------------------------------- commands
+    def submit(self, cmd: ServoCommand, sender: str, link_seq: int, clock_offset: float | None,
+               now: float) -> Decision:
+        """Judge one command. `clock_offset` = sender clock minus robot clock, the sign of
+        `LinkCore.clock_offset()` on the robot side (None: not yet known, so freshness is unprovable).
+
+        `link_seq` is the link's message number, kept for the record; ordering uses `cmd_seq`."""
+        try:
+            name = ArmId(cmd.arm).name
+        except ValueError:
+            return self._reject("unknown_arm")
+        a = self._arms.get(name)
+        if a is None:
+            return self._reject("unknown_arm")
+        if self.estopped:
+            return self._reject("estop")
+        if sender != a.controller:
+            return self._reject("not_controller")
+        last = a.seen_seq.get(sender)
+        if last is not None and cmd.cmd_seq <= last:
+            return self._reject("duplicate" if cmd.cmd_seq == last else "out_of_order")
+        a.seen_seq[sender] = cmd.cmd_seq
+        if clock_offset is None:
+            return self._reject("no_clock_offset")
+        age = now - (cmd.t_sent - clock_offset)
+        if not math.isfinite(age) or age > self.config.freshness_s:
+            return self._reject("stale")
+        if age < -self.config.future_tolerance_s:
+            return self._reject("future")
+        pos = cmd.position
+        if not all(math.isfinite(v) for v in (*pos, *cmd.orientation, cmd.jaw)):
+            return self._reject("malformed")
+        qn = quat_norm(cmd.orientation)
+        if abs(qn - 1.0) > 0.01:
+            return self._reject("bad_orientation")
+        quat = normalize(cmd.orientation)
+        a.last_heard_t = now  # the controller is alive and in order: no latch while it keeps talking
+        if not cmd.engaged:
+            if a.state is SupervisorState.FOLLOWING:
+                self._transition(a, SupervisorState.READY, now, "surgeon_disengaged")
+            return self._reject("not_engaged")
+        if a.state is SupervisorState.FOLLOWING:
+            if cmd.clutch:  # the master moves, the tool must not
+                return self._accept(a, cmd, sender, now, a.setpoint_pos, a.setpoint_quat, a.target_jaw)
+        elif a.state in (SupervisorState.READY, SupervisorState.HOLD):
+            if not cmd.reengage or cmd.clutch:
+                return self._reject("not_following")
+        else:
+            return self._reject("not_following")
+        assert a.setpoint_pos is not None  # READY/HOLD/FOLLOWING always have one
+        if not self.config.workspace_for(name).contains(pos):
+            return self._reject("workspace")
+        if a.state is not SupervisorState.FOLLOWING:
+            if (distance(pos, a.setpoint_pos) > self.config.align_position_m
+                    or math.degrees(quat_angle(quat, a.setpoint_quat)) > self.config.align_orientation_deg):
+                return self._reject("not_aligned")
+        elif distance(pos, a.setpoint_pos) > self.config.jump_m or \
+                quat_angle(quat, a.setpoint_quat) > self.config.jump_rad:
+            return self._reject("jump")
+        jaw = min(max(cmd.jaw, self.config.jaw_min_rad), self.config.jaw_max_rad)
+        if a.state is not SupervisorState.FOLLOWING:
+            resumed_from = a.state
+            self._close_hold(a, "reengage")
+            self._transition(a, SupervisorState.FOLLOWING, now, f"reengage_from_{resumed_from.name.lower()}")
+        decision = self._accept(a, cmd, sender, now, pos, quat, jaw)
+        if jaw != cmd.jaw:
+            self.clipped += 1
+            return Decision(Outcome.CLIPPED, "jaw_range")
+        return decision
+
+    # -------------------------------------------------------------------- tick
+    def tick(self, now: float, measured: dict[str, Pose], jaw: dict[str, float] | None = None,
+             operating: dict[str, ArmOperatingState] | None = None) -> dict[str, Setpoint]:
+        """Advance timers and return this period's setpoints (arms absent from the result hold)."""
+        out: dict[str, Setpoint] = {}
+        for a in self._arms.values():
+            dt = self.config.servo_period_s if a.last_tick_t is None else max(now - a.last_tick_t, 0.0)
+            a.last_tick_t = now
+            op = operating.get(a.name) if operating else None
+            if op is not None and op.state is OperatingState.FAULT and a.state is not SupervisorState.FAULT:
+                self._driver_commands.append((a.name, "disable"))
+                self._close_hold(a, "driver_fault")
+                self._transition(a, SupervisorState.FAULT, now, "driver_fault")
+                continue
+            if a.state is SupervisorState.HOMING:
+                m = measured.get(a.name)
+                if (op is not None and op.state is OperatingState.ENABLED and op.is_homed and not op.is_busy
+                        and m is not None):
+                    a.setpoint_pos = _vec(m.position)
+                    a.setpoint_quat = normalize(_quat(m.orientation))
+                    a.setpoint_jaw = float(jaw.get(a.name, 0.0)) if jaw else 0.0
+                    a.target_pos = None
+                    self._transition(a, SupervisorState.READY, now, "homed")
+                continue
+            if a.state is SupervisorState.FOLLOWING:
+                since = now - (a.last_valid_t if a.last_valid_t is not None else now)
+                if since > self.config.watchdog_s:
+                    self._hold(a, now, "watchdog")
+                    continue
+                out[a.name] = self._step(a, dt)
+            elif a.state is SupervisorState.HOLD:
+                heard = a.last_heard_t if a.last_heard_t is not None else a.last_valid_t
+                if heard is None or now - heard > self.config.fault_s:
+                    self._transition(a, SupervisorState.LATCHED, now, "fault_time")
+        return out
+
+    # ---------------------------------------------------------------- reports
+    def report(self) -> dict[str, object]:
+        return {
+            "commands": {
+                "applied": self.applied,
+                "clipped": self.clipped,
+                "rejected": dict(self.counters),
+                "duplicates_applied": self.duplicates_applied,
+                "out_of_order_applied": self.out_of_order_applied,
+            },
+            "safety": {
+                "violations": self.violations,
+                "violation_log": list(self.violation_log[:20]),
+                "holds": [h.as_dict() for h in self.holds],
+                "transitions": len(self.transitions),
+                "estopped": self.estopped,
+                "final_state": {name: a.state.name for name, a in self._arms.items()},
+            },
+        }
+
+    # --------------------------------------------------------------- internals
+    def _select(self, arm: str | None) -> list[_Arm]:
+        return list(self._arms.values()) if arm is None else [self._arms[arm]]
+
+    def _reject(self, reason: str) -> Decision:
+        self.counters[reason] += 1
+        return Decision(Outcome.REJECTED, reason)
+
+    def _accept(self, a: _Arm, cmd: ServoCommand, sender: str, now: float, pos: Vec3 | None, quat: Quat,
+                jaw: float) -> Decision:
+        prev = a.applied_seq.get(sender)
+        if prev is not None and cmd.cmd_seq <= prev:  # independent re-check of invariant 1
+            if cmd.cmd_seq == prev:
+                self.duplicates_applied += 1
+            else:
+                self.out_of_order_applied += 1
+            self._violation(f"{a.name} seq {cmd.cmd_seq} applied after {prev}")
+        a.applied_seq[sender] = cmd.cmd_seq
+        a.last_applied_seq = cmd.cmd_seq
+        a.target_pos, a.target_quat, a.target_jaw = pos, quat, jaw
+        a.last_valid_t = now
+        self.applied += 1
+        return Decision(Outcome.APPLIED)
+
+    def _step(self, a: _Arm, dt: float) -> Setpoint:
+        """Move the setpoint one capped step toward the target and re-check the result independently."""
+        cfg = self.config
+        assert a.setpoint_pos is not None
+        prev_pos, prev_quat, prev_jaw = a.setpoint_pos, a.setpoint_quat, a.setpoint_jaw
+        step_cap = cfg.step_limit_m(dt)
+        rot_cap = cfg.rotation_limit_rad(dt)
+        jaw_cap = cfg.jaw_limit_rad(dt)
+        if a.target_pos is not None:
+            a.setpoint_pos = step_toward(prev_pos, a.target_pos, step_cap)
+            a.setpoint_quat = rotate_toward(prev_quat, a.target_quat, rot_cap)
+            a.setpoint_jaw = prev_jaw + min(max(a.target_jaw - prev_jaw, -jaw_cap), jaw_cap)
+        box = cfg.workspace_for(a.name)
+        if distance(prev_pos, a.setpoint_pos) > step_cap * (1 + 1e-6) + _EPS:
+            self._violation(f"{a.name} step {distance(prev_pos, a.setpoint_pos):.3g} m > cap {step_cap:.3g}")
+        if quat_angle(prev_quat, a.setpoint_quat) > rot_cap * (1 + 1e-6) + 1e-7:
+            self._violation(f"{a.name} rotation step above cap")
+        if abs(a.setpoint_jaw - prev_jaw) > jaw_cap * (1 + 1e-6) + _EPS:
+            self._violation(f"{a.name} jaw step above cap")
+        if box_excess(a.setpoint_pos, box.low, box.high) > box_excess(prev_pos, box.low, box.high) + _EPS:
+            self._violation(f"{a.name} setpoint moved outside the workspace")
+        return Setpoint(Pose(np.array(a.setpoint_pos), np.array(a.setpoint_quat)), a.setpoint_jaw)
+
+    def _hold(self, a: _Arm, now: float, cause: str) -> None:
+        a.target_pos = None  # freeze where we are: no further interpolation
+        reaction = (now - a.last_valid_t) * 1000.0 if a.last_valid_t is not None else 0.0
+        record = HoldRecord(now, a.name, reaction, cause)
+        self.holds.append(record)
+        a.open_hold = record
+        self._transition(a, SupervisorState.HOLD, now, cause)
+
+    def _close_hold(self, a: _Arm, resumed_by: str) -> None:
+        if a.open_hold is not None:
+            a.open_hold.resumed_by = resumed_by
+            a.open_hold = None
+
+    def _transition(self, a: _Arm, to: SupervisorState, now: float, cause: str) -> None:
+        if a.state is to:
+            return
+        record = Transition(now, a.name, a.state, to, cause)
+        self.transitions.append(record)
+        level = logging.WARNING if to in (SupervisorState.HOLD, SupervisorState.LATCHED,
+                                          SupervisorState.FAULT) else logging.INFO
+        log.log(level, "t=%.4f %s %s -> %s (%s)", now, a.name, a.state.name, to.name, cause)
+        a.state = to
+
+    def _violation(self, what: str) -> None:
+        self.violations += 1
+        if len(self.violation_log) < 100:
+            self.violation_log.append(what)
+        log.error("SAFETY VIOLATION: %s", what)
+
+
+def _vec(v: np.ndarray | Iterable[float]) -> Vec3:
+    x, y, z = (float(c) for c in v)
+    return (x, y, z)
+
+
+def _quat(q: np.ndarray | Iterable[float]) -> Quat:
+    w, x, y, z = (float(c) for c in q)
+    return (w, x, y, z)
