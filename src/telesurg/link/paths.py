@@ -31,6 +31,7 @@ class PathStats:
     state_changes: int
     probes_sent: int
     probes_answered: int
+    probes_lost: int = 0  # timed out while the path was not DOWN (outages are reported as states)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -59,6 +60,7 @@ class PathMonitor:
         self.state_changes = 0
         self.probes_sent = 0
         self.probes_answered = 0
+        self.probes_lost = 0
 
     def start(self, now: float) -> None:
         self.since = now
@@ -103,6 +105,7 @@ class PathMonitor:
                 del self._outstanding[probe_id]
                 if self.state is not PathState.DOWN and sent >= self._counting_since:
                     self._results.append(False)  # probes lost in an outage are the outage, already reported
+                    self.probes_lost += 1
                 if sent > self._last_answered_sent:  # a probe older than an answered one says nothing new
                     self._consecutive_replies = 0
         reference = self.last_heard if self.last_heard is not None else self.since
@@ -158,4 +161,5 @@ class PathMonitor:
             state_changes=self.state_changes,
             probes_sent=self.probes_sent,
             probes_answered=self.probes_answered,
+            probes_lost=self.probes_lost,
         )

@@ -1,0 +1,214 @@
+"""`ConsoleCore`: the sans-I/O surgeon console — master input in, CRTK `servo_cp` commands out.
+
+Per produced period: sample the master once, tremor-filter each arm's position, run each arm's
+teleoperation state machine (console/mapping.py) against the newest telemetry, and emit one
+`ServoCommand` per configured arm with a strictly increasing `cmd_seq` and `t_sent = now`.
+The core never reads a clock: the driver calls `tick(now, telemetry)` and may sleep until
+`next_deadline()`. If the driver falls behind by more than a period, missed periods are skipped (a
+late burst of stale poses would be worse than a gap) and counted.
+
+It also estimates the one-way command delay: telemetry reports the last applied `cmd_seq` at robot
+time `t_robot`; with the link's clock offset (robot clock − console clock) the delay is
+`t_robot − offset − t_sent(seq)`, an upper bound tight to about one servo period.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from telesurg.console.config import ConsoleConfig
+from telesurg.console.inputs import HapticMaster, MasterInput
+from telesurg.console.mapping import ArmTeleop, RobotArmView, TeleopMode
+from telesurg.console.tremor import TremorFilter
+from telesurg.messages import ArmId, ArmTelemetry, ServoCommand, Telemetry
+
+_EPSILON_S = 1e-6  # float slack when the driver ticks exactly on the period grid
+_SEQ_RING = 8192  # remembers t_sent of the last ~8 s of commands per arm at 1 kHz
+
+
+def supervisor_state_name(value: int) -> str:
+    """Name of a `robot.supervisor.SupervisorState` value; the raw number if that module is absent."""
+    try:
+        from telesurg.robot.supervisor import SupervisorState  # type: ignore[import-not-found]
+
+        return SupervisorState(value).name
+    except (ImportError, AttributeError, ValueError):
+        return str(value)
+
+
+def operating_state_name(value: int) -> str:
+    from telesurg.robot.driver import OperatingState
+
+    try:
+        return OperatingState(value).name
+    except ValueError:
+        return str(value)
+
+
+@dataclass(slots=True)
+class ArmStatus:
+    """Per-arm figures for the status display and reports."""
+
+    arm: ArmId
+    mode: TeleopMode = TeleopMode.WAITING
+    sent: int = 0
+    last_seq: int = 0
+    alignment_error_deg: float | None = None
+    supervisor_state: str = "?"
+    operating_state: str = "?"
+    last_applied_seq: int = 0
+    command_delay_ms: float | None = None
+    reengage_requests: int = 0
+
+
+@dataclass(slots=True)
+class ConsoleCounters:
+    ticks: int = 0
+    periods_skipped: int = 0
+    telemetry_received: int = 0
+    telemetry_stale_dropped: int = 0
+    telemetry_malformed: int = 0
+    sent: dict[ArmId, int] = field(default_factory=dict)
+
+
+class ConsoleCore:
+    """Sans-I/O console: `tick(now, telemetry) -> list[ServoCommand]`."""
+
+    def __init__(self, config: ConsoleConfig, master: MasterInput, first_seq: int = 1) -> None:
+        self.config = config
+        self.master = master
+        self._haptic = master if isinstance(master, HapticMaster) else None
+        self.period = 1.0 / config.rate_hz
+        self._teleop = {arm: ArmTeleop(config.scale, config.registration_wxyz,
+                                       math.radians(config.align_tolerance_deg),
+                                       (config.jaw_min_rad, config.jaw_max_rad), config.reengage_timeout_s)
+                        for arm in config.arms}
+        self._filters = {arm: TremorFilter(config.tremor_filter, config.rate_hz) for arm in config.arms}
+        self._next_seq = dict.fromkeys(config.arms, first_seq)
+        self._t_sent = {arm: np.full(_SEQ_RING, np.nan) for arm in config.arms}
+        self._seq_at = {arm: np.full(_SEQ_RING, -1, dtype=np.int64) for arm in config.arms}
+        self._robot: dict[ArmId, RobotArmView] = {}
+        self._robot_raw: dict[ArmId, ArmTelemetry] = {}
+        self._last_telemetry: Telemetry | None = None
+        self.last_telemetry_at: float | None = None  # console time of the newest telemetry
+        self._next_due: float | None = None
+        self._clock_offset: float | None = None
+        self._command_delay: dict[ArmId, float] = {}
+        self.counters = ConsoleCounters(sent=dict.fromkeys(config.arms, 0))
+
+    # -- inputs from the driver ----------------------------------------------------------------------
+    def set_clock_offset(self, offset_s: float | None) -> None:
+        """Link estimate of robot clock − console clock (seconds), for one-way delay figures."""
+        self._clock_offset = offset_s
+
+    def next_deadline(self) -> float | None:
+        return self._next_due
+
+    def receive_telemetry(self, telemetry: Telemetry, now: float) -> None:
+        """Take telemetry; older than the newest already seen (reordered across paths) is dropped."""
+        last = self._last_telemetry
+        if not math.isfinite(telemetry.t_robot):
+            self.counters.telemetry_malformed += 1
+            return
+        if last is not None and telemetry.t_robot <= last.t_robot:
+            self.counters.telemetry_stale_dropped += 1
+            return
+        self.counters.telemetry_received += 1
+        self._last_telemetry = telemetry
+        self.last_telemetry_at = now
+        for a in telemetry.arms:
+            try:
+                arm = ArmId(a.arm)
+            except ValueError:
+                self.counters.telemetry_malformed += 1
+                continue
+            if not all(math.isfinite(v) for v in (*a.position, *a.orientation, a.jaw)) or \
+                    sum(c * c for c in a.orientation) < 0.5:
+                self.counters.telemetry_malformed += 1  # never anchor a command on a broken pose
+                continue
+            name = supervisor_state_name(a.supervisor_state)
+            self._robot_raw[arm] = a
+            self._robot[arm] = RobotArmView(a.position, a.orientation, a.jaw,
+                                            name in self.config.following_states, a.last_applied_seq)
+            if arm in self._t_sent and self._clock_offset is not None:
+                slot = a.last_applied_seq % _SEQ_RING
+                if self._seq_at[arm][slot] == a.last_applied_seq:
+                    delay = telemetry.t_robot - self._clock_offset - self._t_sent[arm][slot]
+                    self._command_delay[arm] = float(delay)
+
+    def tick(self, now: float, telemetry: Telemetry | None = None) -> list[ServoCommand]:
+        """Advance to `now`; return this period's commands (empty if no period is due)."""
+        self.counters.ticks += 1
+        if telemetry is not None:
+            self.receive_telemetry(telemetry, now)
+        if self._next_due is None:
+            self._next_due = now
+        if now < self._next_due - _EPSILON_S:
+            return []
+        behind = int((now - self._next_due + _EPSILON_S) / self.period)
+        if behind > 0:
+            self.counters.periods_skipped += behind
+        self._next_due += (behind + 1) * self.period
+        return self._produce(now)
+
+    # -- one command period ---------------------------------------------------------------------------
+    def _produce(self, now: float) -> list[ServoCommand]:
+        state = self.master.sample(now)
+        commands: list[ServoCommand] = []
+        for arm, teleop in self._teleop.items():
+            master = state.arms.get(arm)
+            if master is not None:
+                filtered = self._filters[arm].step(master.position)
+                master = replace(master, position=(float(filtered[0]), float(filtered[1]), float(filtered[2])))
+            seq = self._next_seq[arm]
+            cmd = teleop.step(now, master, self._robot.get(arm), seq)
+            if teleop.wanted_alignment is not None and self._haptic is not None:
+                self._haptic.align_to(arm, teleop.wanted_alignment, now)
+            if cmd is None:
+                continue
+            commands.append(ServoCommand(int(arm), seq, now, cmd.position, cmd.orientation, cmd.jaw, cmd.flags))
+            self._next_seq[arm] = seq + 1
+            slot = seq % _SEQ_RING
+            self._t_sent[arm][slot] = now
+            self._seq_at[arm][slot] = seq
+            self.counters.sent[arm] += 1
+        return commands
+
+    # -- status --------------------------------------------------------------------------------------
+    @property
+    def holds(self) -> int:
+        return self._last_telemetry.holds if self._last_telemetry is not None else 0
+
+    def one_way_delay_ms(self) -> float | None:
+        """Worst per-arm command delay estimate (ms), None without offset or telemetry."""
+        if not self._command_delay:
+            return None
+        return 1000.0 * max(self._command_delay.values())
+
+    def arm_status(self) -> list[ArmStatus]:
+        out = []
+        for arm, teleop in self._teleop.items():
+            raw = self._robot_raw.get(arm)
+            err = teleop.alignment_error_rad
+            delay = self._command_delay.get(arm)
+            out.append(ArmStatus(
+                arm, teleop.mode, self.counters.sent[arm], self._next_seq[arm] - 1,
+                None if err is None else math.degrees(err),
+                supervisor_state_name(raw.supervisor_state) if raw else "?",
+                operating_state_name(raw.operating_state) if raw else "?",
+                raw.last_applied_seq if raw else 0,
+                None if delay is None else 1000.0 * delay, teleop.reengage_requests))
+        return out
+
+    def t_sent_of(self, arm: ArmId, seq: int) -> float | None:
+        """Console time at which command `seq` of `arm` was sent (None once out of the ring)."""
+        if arm not in self._seq_at:
+            return None
+        slot = seq % _SEQ_RING
+        return float(self._t_sent[arm][slot]) if self._seq_at[arm][slot] == seq else None
+
+    def teleop(self, arm: ArmId) -> ArmTeleop:
+        return self._teleop[arm]

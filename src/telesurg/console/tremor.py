@@ -1,0 +1,136 @@
+"""Tremor filter: an elliptic band-stop on the master position, run sample by sample at the command rate.
+
+Why a band-stop and not a low-pass: physiological tremor sits at ~8–12 Hz, voluntary surgical motion
+mostly below 2 Hz. For a causal (minimum-phase) filter the low-frequency lag grows with the area of
+attenuation above it (Bode gain–phase relation), so removing only the tremor band costs far less lag
+than removing everything above 8 Hz: a 4th-order Butterworth low-pass at 4 Hz that reaches 32 dB at
+10 Hz lags ~100 ms, the band-stop below lags ~15 ms. The elliptic design gives the sharpest skirts for
+its order, i.e. the least lag for a given attenuation across the band. DC gain is normalised to exactly
+1 so a held master gives an exactly held tool (no static offset); the passband ripple then shows as
+≤ +0.5 dB around 3–6 Hz.
+
+Figures for the default design (order 4 → 8 poles, 0.5 dB ripple, 23 dB stop, edges 7.5–12.5 Hz, 1 kHz),
+measured by `measure_filter()` on sampled sine waves through this very class (not from the formula):
+
+    attenuation   8 Hz ≈ 23.9 dB   10 Hz ≈ 23.4 dB   12 Hz ≈ 26.4 dB   (≥ 22.5 dB across 8–12 Hz)
+    lag         0.5 Hz ≈ 14.6 ms    1 Hz ≈ 14.8 ms    2 Hz ≈ 15.4 ms   (gain 0.0 dB at 0.5–2 Hz)
+
+Honest targets asserted by the tests: ≥ 20 dB at 8, 10 and 12 Hz and ≤ 16 ms lag from 0.5 to 2 Hz.
+A ~10 ms lag is only reachable by giving up the band edges (order 2: 22 dB at 10 Hz, 3 dB at 8 Hz);
+15 ms is small next to the ~100 ms one-way network delay it adds to. Motion scaling (0.2) divides the
+residual tremor further. Orientation is not filtered (tremor is mainly translational at the tool tip).
+Cost of sharp skirts: the band-edge poles decay with a ~1 s time constant, so a sudden master step
+leaves a small, slowly fading 7–13 Hz ripple on the tool; disable or widen the band if that matters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import signal
+
+from telesurg.console.config import TremorFilterConfig
+
+
+def design_sos(config: TremorFilterConfig, rate_hz: float) -> np.ndarray:
+    """Second-order sections of the band-stop, scaled to unity gain at DC."""
+    sos = signal.ellip(config.order, config.passband_ripple_db, config.stopband_attenuation_db,
+                       [config.stop_low_hz, config.stop_high_hz], btype="bandstop", fs=rate_hz, output="sos")
+    _, dc = signal.sosfreqz(sos, worN=[0.0], fs=rate_hz)
+    sos = sos.copy()
+    sos[0, :3] /= abs(dc[0])
+    return sos
+
+
+class TremorFilter:
+    """Filters a vector signal (e.g. xyz) one sample at a time; `reset` starts from a held value.
+
+    Direct form II transposed on plain floats: numpy's per-call overhead on 3-element arrays cost
+    ~4× more per 1 kHz tick than the arithmetic itself.
+    """
+
+    def __init__(self, config: TremorFilterConfig, rate_hz: float, width: int = 3) -> None:
+        self._enabled = config.enabled
+        sos = design_sos(config, rate_hz) if config.enabled else np.zeros((0, 6))
+        self._sections = [tuple(float(c) for c in (row[0], row[1], row[2], row[4], row[5])) for row in sos]
+        self._zi_unit = signal.sosfilt_zi(sos) if config.enabled else np.zeros((0, 2))
+        self._width = width
+        self._state: list[list[list[float]]] | None = None  # [axis][section] -> [z0, z1]
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def reset(self, value: np.ndarray) -> None:
+        """Steady state for a constant input `value`, so the output starts there with no transient."""
+        self._state = [[[float(z0) * float(v), float(z1) * float(v)] for z0, z1 in self._zi_unit]
+                       for v in np.asarray(value, dtype=float)]
+
+    def step(self, value: np.ndarray | tuple[float, ...]) -> np.ndarray:
+        """Filter one sample; the first call starts from steady state at that sample."""
+        if not self._enabled:
+            return np.array(value, dtype=float)
+        if self._state is None:
+            self.reset(np.asarray(value, dtype=float))
+        assert self._state is not None
+        out = []
+        for x, axis_state in zip(value, self._state, strict=True):
+            x = float(x)
+            for (b0, b1, b2, a1, a2), z in zip(self._sections, axis_state, strict=True):
+                y = b0 * x + z[0]
+                z[0] = b1 * x - a1 * y + z[1]
+                z[1] = b2 * x - a2 * y
+                x = y
+            out.append(x)
+        return np.array(out)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterFigures:
+    attenuation_db: dict[float, float]  # frequency Hz → attenuation (positive = weaker output)
+    lag_ms: dict[float, float]  # frequency Hz → delay of the output sine behind the input sine
+    gain_db: dict[float, float]  # frequency Hz → passband gain at the lag frequencies
+
+
+def _fit_sine(samples: np.ndarray, t: np.ndarray, freq: float) -> tuple[float, float]:
+    """Least-squares amplitude and phase of a sine of known frequency (plus offset)."""
+    w = 2 * np.pi * freq
+    basis = np.column_stack([np.sin(w * t), np.cos(w * t), np.ones_like(t)])
+    (s, c, _), *_ = np.linalg.lstsq(basis, samples, rcond=None)
+    return float(np.hypot(s, c)), float(np.arctan2(c, s))
+
+
+def measure_filter(config: TremorFilterConfig, rate_hz: float = 1000.0,
+                   stop_freqs: tuple[float, ...] = (8.0, 10.0, 12.0),
+                   pass_freqs: tuple[float, ...] = (0.5, 1.0, 2.0)) -> FilterFigures:
+    """Run sampled sine waves through `TremorFilter` and fit the output: attenuation and lag.
+
+    Each sine runs long enough for the start-up transient to die (7 time constants of the slowest
+    pole: the band-edge poles ring for ~1 s), then amplitude and phase are fitted on what follows.
+    """
+    sos = design_sos(config, rate_hz)
+    _, poles, _ = signal.sos2zpk(sos)
+    slowest_tau_s = 1.0 / (rate_hz * float(np.min(-np.log(np.abs(poles)))))
+    attenuation: dict[float, float] = {}
+    lag: dict[float, float] = {}
+    gain: dict[float, float] = {}
+    for freq in (*stop_freqs, *pass_freqs):
+        settle = max(7.0 * slowest_tau_s, 3.0 / freq)
+        fit_span = max(1.0, 2.0 / freq)
+        t = np.arange(int((settle + fit_span) * rate_hz)) / rate_hz
+        x = np.sin(2 * np.pi * freq * t)
+        filt = TremorFilter(config, rate_hz, width=1)
+        filt.reset(np.zeros(1))
+        y = np.array([filt.step(np.array([v]))[0] for v in x])
+        tail = t >= settle
+        amp_in, ph_in = _fit_sine(x[tail], t[tail], freq)
+        amp_out, ph_out = _fit_sine(y[tail], t[tail], freq)
+        ratio_db = 20 * np.log10(amp_out / amp_in)
+        if freq in stop_freqs:
+            attenuation[freq] = float(-ratio_db)
+        if freq in pass_freqs:
+            dphi = (ph_in - ph_out) % (2 * np.pi)
+            lag[freq] = 1000.0 * dphi / (2 * np.pi * freq)
+            gain[freq] = float(ratio_db)
+    return FilterFigures(attenuation, lag, gain)
