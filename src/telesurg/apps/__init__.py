@@ -1,0 +1,1 @@
+"""Applications: the processes a user runs (`telesurg init|robot|console|demo`)."""

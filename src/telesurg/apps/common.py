@@ -1,0 +1,84 @@
+"""Pieces both site processes share: stopping on signals, path figures for reports, JSON reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Link counters that are housekeeping, not refused traffic (the rest go under security.rejected).
+NOT_SECURITY = frozenset({"duplicates", "rekeys", "video_dropped", "not_established", "no_address"})
+
+
+def percentiles(values: list[float], digits: int = 3) -> dict[str, float]:
+    """p50/p99/max of a sample (zeros for an empty one, so report fields keep their types)."""
+    if not values:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    arr = np.asarray(values, dtype=float)
+    return {"p50": round(float(np.percentile(arr, 50)), digits), "p99": round(float(np.percentile(arr, 99)), digits),
+            "max": round(float(arr.max()), digits)}
+
+
+def security_rejections(counters: Counter[str]) -> dict[str, int]:
+    return {k: int(v) for k, v in sorted(counters.items()) if k not in NOT_SECURITY and v}
+
+
+class PathRecorder:
+    """Samples a LinkCore's per-path statistics over a run so reports give whole-run RTT percentiles."""
+
+    def __init__(self) -> None:
+        self.rtt: dict[str, list[float]] = {}
+        self.last: dict[str, Any] = {}
+        self._last_rtt: dict[str, float | None] = {}
+
+    def sample(self, path_stats: dict[str, Any]) -> None:
+        for name, s in path_stats.items():
+            self.last[name] = s
+            # record each new probe result once (the same last sample is not counted twice)
+            if s.rtt_ms is not None and s.rtt_ms != self._last_rtt.get(name):
+                self.rtt.setdefault(name, []).append(float(s.rtt_ms))
+            self._last_rtt[name] = s.rtt_ms
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, s in self.last.items():
+            judged = int(s.probes_answered) + int(s.probes_lost)
+            pct = percentiles(self.rtt.get(name, []))
+            out[name] = {
+                "state": str(getattr(s.state, "value", s.state)),
+                "rtt_ms": {"p50": pct["p50"], "p99": pct["p99"], "max": pct["max"]},
+                "jitter_ms": round(float(s.jitter_ms), 3),
+                "loss_pct": round(100.0 * int(s.probes_lost) / judged, 3) if judged else 0.0,
+                "state_changes": int(s.state_changes),
+                "probes_sent": int(s.probes_sent),
+            }
+        return out
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM set `stop` so the site shuts down cleanly and still writes its report."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def wait_stop(stop: asyncio.Event, duration: float | None) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), duration)
+
+
+def write_report(path: Path | str | None, report: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=str))
+    tmp.replace(path)

@@ -1,0 +1,263 @@
+"""`telesurg console --config console.toml [--script F]`: the surgeon site process.
+
+The asyncio loop owns the link and the status display; a deadline thread ticks the sans-I/O
+`ConsoleCore` at the command rate (1 kHz) and hands each period's commands to the loop in one
+`call_soon_threadsafe`, so CONTROL datagrams leave at once without waiting behind the display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from telesurg.apps.common import (
+    PathRecorder,
+    install_stop_signals,
+    percentiles,
+    security_rejections,
+    wait_stop,
+    write_report,
+)
+from telesurg.console.alarms import AlarmChange, AlarmEvaluator, RobotAlarmInput
+from telesurg.console.core import ConsoleCore
+from telesurg.console.inputs import MasterInput, ScriptedSurgeonInput, ScriptedTaskInput
+from telesurg.console.status import LiveStatus, render_text, snapshot_from
+from telesurg.link.driver import LinkEndpoint, install_uvloop
+from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, PathStateChanged
+from telesurg.messages import ArmId, DecodeError, ServoCommand, Telemetry, decode
+from telesurg.robot.safety_types import SupervisorState
+from telesurg.robot.servo import DeadlineLoop
+from telesurg.site_config import ConfigError, ConsoleSiteConfig, load_config
+
+log = logging.getLogger("telesurg.console")
+SETTLE_S = 2.0  # after a scripted task ends, keep holding the last pose this long before stopping
+
+
+def make_input(script: str | None, config: ConsoleSiteConfig, rings: int) -> tuple[MasterInput, float | None]:
+    """The master input and, for scripts, how long they last."""
+    if script is None or script == "peg-transfer":
+        from telesurg.robot.peg_transfer import peg_transfer_plan
+        from telesurg.robot.scene import default_board
+
+        plan = peg_transfer_plan(default_board(), rings=rings)
+        return ScriptedTaskInput(plan, config.console.scale, config.console.registration_wxyz), plan.duration
+    if script == "keyboard":
+        from telesurg.console.human_input import PygameMaster
+
+        return PygameMaster(config.console.arms), None
+    surgeon = ScriptedSurgeonInput(Path(script))
+    return surgeon, surgeon.duration
+
+
+class ConsoleSite:
+    def __init__(self, config: ConsoleSiteConfig, master: MasterInput, *, video: bool | None = None) -> None:
+        self.config = config
+        self.core = ConsoleCore(config.console, master)
+        self.endpoint = LinkEndpoint.from_config(config.link, is_client=True, on_message=self._on_message,
+                                                 on_event=self._on_event)
+        self.alarms = AlarmEvaluator(config.console.alarms)
+        self.alarm_log: list[AlarmChange] = []
+        self.path_events: list[dict[str, Any]] = []
+        self.paths = PathRecorder()
+        self.one_way_ms: list[float] = []
+        self.want_video = config.video.enabled if video is None else video
+        self.video: Any = None
+        self._telemetry: collections.deque[Telemetry] = collections.deque(maxlen=4)
+        self._ticker = DeadlineLoop(1.0 / config.console.rate_hz, self._tick, spin_s=0.0, name="console-tick")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.started_at: float | None = None
+        self.peer: str | None = None
+        self.malformed = 0
+        self.send_failed = 0
+
+    # -- link (asyncio thread) ---------------------------------------------------------------------
+    def _on_message(self, event: MessageReceived) -> None:
+        if event.msg_class is MessageClass.VIDEO:
+            if self.video is not None:
+                self.video.on_datagram(event.payload)
+            return
+        try:
+            message = decode(event.payload)
+        except DecodeError:
+            self.malformed += 1
+            return
+        if isinstance(message, Telemetry):
+            self._telemetry.append(message)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, HandshakeComplete):
+            self.peer = event.peer_name
+            log.info("robot %s authenticated", event.peer_name)
+        elif isinstance(event, PathStateChanged):
+            at = event.at - (self.started_at or event.at)
+            self.path_events.append({"at_s": round(at, 3), "path": event.path, "old": str(event.old.value),
+                                     "new": str(event.new.value)})
+
+    def _send(self, commands: list[ServoCommand]) -> None:
+        if not self.endpoint.established:
+            self.send_failed += len(commands)
+            return
+        for cmd in commands:
+            if self.endpoint.send(MessageClass.CONTROL, cmd.encode()) is None:
+                self.send_failed += 1
+
+    # -- command thread ----------------------------------------------------------------------------
+    def _tick(self, now: float) -> None:
+        while self._telemetry:
+            telemetry = self._telemetry.popleft()
+            self.core.receive_telemetry(telemetry, now)
+            self._follow_robot_state(telemetry, now)
+        if not self.endpoint.established:
+            return
+        commands = self.core.tick(now)
+        if commands and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._send, commands)
+
+    def _follow_robot_state(self, telemetry: Telemetry, now: float) -> None:
+        """A scripted surgeon stops while the robot holds and goes on once it follows again."""
+        master = self.core.master
+        if not isinstance(master, ScriptedTaskInput):
+            return
+        holding = [a for a in telemetry.arms if a.supervisor_state in (SupervisorState.HOLD, SupervisorState.LATCHED)]
+        if holding and not master.held:
+            arm = holding[0]
+            sent = self.core.t_sent_of(ArmId(arm.arm), arm.last_applied_seq)
+            master.hold(sent if sent is not None else now)
+        elif master.held and all(a.supervisor_state == SupervisorState.FOLLOWING for a in telemetry.arms):
+            master.release(now)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def run(self, duration: float | None, stop: asyncio.Event, *, live: bool) -> dict[str, Any]:
+        self._loop = asyncio.get_running_loop()
+        await self.endpoint.start()
+        try:
+            await asyncio.wait_for(self.endpoint.wait_established(), 15.0)
+        except TimeoutError:
+            log.error("no authenticated robot within 15 s (refused, or not running?)")
+            await self.endpoint.close()
+            return self.report(established=False)
+        previous_switch = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
+        self.started_at = time.monotonic()
+        self._ticker.start()
+        if self.want_video:
+            self._start_video()
+        status = LiveStatus() if live else None
+        try:
+            if status is not None:
+                status.__enter__()
+            deadline = None if duration is None else self.started_at + duration
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                await wait_stop(stop, 0.25)
+                self._observe(status)
+        finally:
+            if status is not None:
+                status.__exit__(None, None, None)
+            self._ticker.stop()
+            sys.setswitchinterval(previous_switch)
+            if self.video is not None:
+                self.video.close()
+            await self.endpoint.close()
+        if not live:
+            print(render_text(snapshot_from(self.core, time.monotonic(), self.endpoint.core.path_stats(),
+                                            self.alarms.active(), self.endpoint.core.clock_offset())))
+        return self.report(established=True)
+
+    def _start_video(self) -> None:
+        try:
+            from telesurg.apps.console_video import ConsoleVideo
+        except ImportError as exc:
+            log.warning("video disabled: %s", exc)
+            return
+        self.video = ConsoleVideo(self.config.video, self.endpoint)
+
+    def _observe(self, status: LiveStatus | None) -> None:
+        now = time.monotonic()
+        core, link = self.core, self.endpoint.core
+        offset = link.clock_offset()
+        core.set_clock_offset(offset)
+        stats = link.path_stats()
+        self.paths.sample(stats)
+        one_way = core.one_way_delay_ms()
+        if one_way is not None:
+            self.one_way_ms.append(one_way)
+        age = None if core.last_telemetry_at is None else now - core.last_telemetry_at
+        arms = core.arm_status()
+        robot = RobotAlarmInput(age, core.holds, {a.arm.name: a.supervisor_state for a in arms},
+                                {a.arm.name: a.operating_state for a in arms})
+        changes = self.alarms.update(now, stats, one_way, robot)
+        for change in changes:
+            self.alarm_log.append({"at_s": round(now - (self.started_at or now), 3), "key": change.key,
+                                   "severity": change.severity.name, "message": change.message})
+        if status is not None:
+            status.update(snapshot_from(core, now, stats, self.alarms.active(), offset))
+
+    def report(self, *, established: bool) -> dict[str, Any]:
+        counters = self.core.counters
+        report: dict[str, Any] = {
+            "site": "console",
+            "established": established,
+            "duration_s": round(time.monotonic() - (self.started_at or time.monotonic()), 3),
+            "commands": {"sent": sum(counters.sent.values()) - self.send_failed,
+                         "sent_per_arm": {arm.name: n for arm, n in counters.sent.items()},
+                         "not_sent": self.send_failed, "periods_skipped": counters.periods_skipped},
+            "one_way_ms": percentiles(self.one_way_ms),
+            "holds_seen": self.core.holds,
+            "arms": [{"arm": a.arm.name, "mode": str(a.mode), "robot_state": a.supervisor_state}
+                     for a in self.core.arm_status()],
+            "paths": self.paths.report(),
+            "path_events": self.path_events,
+            "alarms": self.alarm_log,
+            "security": {"rejected": security_rejections(self.endpoint.core.counters)},
+            "link": {"counters": dict(self.endpoint.core.counters), "peer": self.peer,
+                     "clock_offset_s": self.endpoint.core.clock_offset()},
+            "ticker": self._ticker.stats.summary(),
+        }
+        if self.video is not None:
+            report["video"] = self.video.report()
+        return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="console.toml (see `telesurg init`)")
+    parser.add_argument("--script", default="peg-transfer",
+                        help="'peg-transfer' (built-in scripted surgeon), 'keyboard', or a trajectory file")
+    parser.add_argument("--rings", type=int, default=6, help="rings the scripted peg transfer moves")
+    parser.add_argument("--report", type=Path, help="write a JSON report here on exit")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: end of script)")
+    parser.add_argument("--no-video", action="store_true")
+    parser.add_argument("--no-live", action="store_true", help="print a final status instead of a live one")
+    parser.add_argument("--log-level", default="WARNING")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s console %(levelname)s %(message)s")
+    try:
+        config = load_config(args.config, ConsoleSiteConfig)
+        master, script_s = make_input(args.script, config, args.rings)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"telesurg console: {exc}")
+        return 2
+    duration = args.duration if args.duration is not None else (
+        None if script_s is None else script_s + SETTLE_S)
+    install_uvloop()
+
+    async def main() -> dict[str, Any]:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        site = ConsoleSite(config, master, video=False if args.no_video else None)
+        return await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty())
+
+    report = asyncio.run(main())
+    write_report(args.report, report)
+    if not report["established"]:
+        print("console: the robot did not accept this console (see the robot's security report)")
+        return 3
+    print(f"console: sent {report['commands']['sent']} commands; robot holds seen: {report['holds_seen']}")
+    return 0

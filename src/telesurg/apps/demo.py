@@ -1,0 +1,192 @@
+"""`telesurg demo`: the whole system on one machine, over an emulated intercontinental WAN.
+
+It writes a throw-away site pair (fresh keys), starts the netem relays of the profile (one per path,
+console → relay → robot), the robot site (MuJoCo cart, supervisor, servo loop) and the console site
+(scripted peg-transfer surgeon) as separate processes, exactly as `telesurg robot` / `telesurg
+console` run in two hospitals, then merges their reports with the relays' counters into one JSON.
+Exit status 1 if any safety invariant was violated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from telesurg.apps.common import write_report
+from telesurg.apps.init import PATH_NAMES, write_site_pair
+from telesurg.link.driver import install_uvloop
+from telesurg.netem.profiles import load_profile
+from telesurg.netem.relay import run_profile_relays
+from telesurg.netem.scenario import load_scenario
+
+ROBOT_STOP_TIMEOUT_S = 20.0
+
+
+def free_udp_ports(count: int) -> list[int]:
+    """Ports the OS considers free right now (bound and released together, so they are distinct)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _site_command(kind: str, config: Path, report: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "telesurg.cli", kind, "--config", str(config), "--report", str(report), *extra]
+
+
+def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], console: dict[str, Any],
+                  relays: dict[str, Any]) -> dict[str, Any]:
+    """One demo report in the published shape (../shared/contract/check_report.py)."""
+    rc = robot.get("commands", {})
+    sent = int(console.get("commands", {}).get("sent", 0))
+    delivered = int(rc.get("delivered", 0))
+    paths = {}
+    for name, view in console.get("paths", {}).items():
+        paths[name] = dict(view)
+        paths[name]["relay"] = relays.get(name, {})
+    security = dict(robot.get("security", {}).get("rejected", {}))
+    report = {
+        "profile": profile,
+        "duration_s": round(duration_s, 3),
+        "commands": {
+            "sent": sent, "delivered": delivered, "lost": max(0, sent - delivered),
+            "applied": int(rc.get("applied", 0)), "rejected": rc.get("rejected", {}),
+            "duplicates_applied": int(rc.get("duplicates_applied", 0)),
+            "out_of_order_applied": int(rc.get("out_of_order_applied", 0)),
+            "latency_ms": rc.get("latency_ms", {"p50": 0.0, "p99": 0.0, "max": 0.0}),
+        },
+        "paths": paths,
+        "path_events": console.get("path_events", []),
+        "safety": robot.get("safety", {"violations": 0, "holds": [], "final_state": "UNKNOWN"}),
+        "task": robot.get("task", {"rings_moved": 0, "time_s": 0.0}),
+        "security": {"rejected": security, "console_rejected": console.get("security", {}).get("rejected", {})},
+        "alarms": console.get("alarms", []),
+        "console": {"one_way_ms": console.get("one_way_ms"), "ticker": console.get("ticker"),
+                    "established": console.get("established")},
+        "robot": {"servo": robot.get("servo"), "link": robot.get("link")},
+    }
+    if "video" in console:
+        report["video"] = console["video"]
+    return report
+
+
+async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    profile = load_profile(args.profile)
+    scenario = load_scenario(args.scenario) if args.scenario else None
+    names = profile.path_names
+    if list(names) != list(PATH_NAMES):
+        raise SystemExit(f"telesurg demo: profile {profile.name} has paths {names}; the demo sites use {PATH_NAMES}")
+    ports = free_udp_ports(6)
+    robot_ports, relay_ports, console_ports = tuple(ports[0:2]), tuple(ports[2:4]), tuple(ports[4:6])
+    robot_toml, console_toml = write_site_pair(workdir, robot_ports=robot_ports, console_ports=console_ports,
+                                               console_remotes=relay_ports)
+    mapping = {name: (("127.0.0.1", relay_ports[i]), ("127.0.0.1", robot_ports[i])) for i, name in enumerate(names)}
+    relays: dict[str, Any] = {}
+    relay_task = asyncio.create_task(run_profile_relays(profile, mapping, scenario=scenario, duration=None,
+                                                        seed=args.seed, on_started=relays.update))
+    while not relays and not relay_task.done():
+        await asyncio.sleep(0.01)
+    if relay_task.done():
+        relay_task.result()  # raises the relay's start-up error
+    video = ["--no-video"] if args.no_video else []
+    robot_report, console_report = workdir / "robot.json", workdir / "console.json"
+    env = dict(os.environ)
+    robot = subprocess.Popen(_site_command("robot", robot_toml, robot_report, ["--seed", str(args.seed), *video]),
+                             env=env, stdout=subprocess.DEVNULL if not args.verbose else None)
+    console_extra = ["--rings", str(args.rings), *video]
+    if args.duration is not None:
+        console_extra += ["--duration", str(args.duration)]
+    if not args.live:
+        console_extra.append("--no-live")
+    started = time.monotonic()
+    console = subprocess.Popen(_site_command("console", console_toml, console_report, console_extra), env=env)
+    try:
+        while console.poll() is None:
+            await asyncio.sleep(0.2)
+            if robot.poll() is not None:
+                console.send_signal(signal.SIGINT)
+                break
+        await asyncio.to_thread(console.wait)
+    finally:
+        if robot.poll() is None:
+            robot.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(robot.wait, ROBOT_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            robot.kill()
+        if console.poll() is None:
+            console.kill()
+        relay_stats = {name: relay.stats for name, relay in relays.items()}
+        relay_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay_task
+    elapsed = time.monotonic() - started
+    robot_data = json.loads(robot_report.read_text()) if robot_report.exists() else {}
+    console_data = json.loads(console_report.read_text()) if console_report.exists() else {}
+    if not robot_data or not console_data:
+        raise RuntimeError(f"a site wrote no report (robot exit {robot.returncode}, console exit "
+                           f"{console.returncode}); see the output above")
+    return merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    c, s, t = report["commands"], report["safety"], report["task"]
+    lines = [
+        f"profile {report['profile']}: {report['duration_s']:.1f} s",
+        f"commands: sent {c['sent']}, delivered {c['delivered']}, lost {c['lost']}, applied {c['applied']}, "
+        f"latency p50 {c['latency_ms']['p50']:.1f} ms p99 {c['latency_ms']['p99']:.1f} ms",
+    ]
+    for name, p in report["paths"].items():
+        lines.append(f"path {name}: RTT p50 {p['rtt_ms']['p50']:.1f} ms p99 {p['rtt_ms']['p99']:.1f} ms, "
+                     f"loss {p['loss_pct']:.2f} %, state changes {p['state_changes']}")
+    lines.append(f"safety: {s['violations']} violations, {len(s['holds'])} holds, final state {s['final_state']}")
+    lines.append(f"task: {t['rings_moved']} rings moved ({t['time_s']:.1f} s)")
+    if "video" in report:
+        v = report["video"]
+        lines.append(f"video: {v['frames_displayed']}/{v['frames_captured']} frames, latency p50 "
+                     f"{v['latency_ms']['p50']:.1f} ms, {v['bitrate_mbps']:.2f} Mbps, freezes {v['freezes']}")
+    return lines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="shanghai-casablanca", help="netem profile (see `telesurg netem --list`)")
+    parser.add_argument("--duration", type=float, help="seconds of teleoperation (default: the scripted task)")
+    parser.add_argument("--scenario", help="TOML timeline of network faults (e.g. cut-path-a)")
+    parser.add_argument("--report", type=Path, default=Path("demo-report.json"))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rings", type=int, default=6, help="rings the scripted surgeon moves (1-6)")
+    parser.add_argument("--no-video", action="store_true", help="control path only")
+    parser.add_argument("--workdir", type=Path, help="keep site files and reports here (default: a temp dir)")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                        help="live status display (default: when stdout is a terminal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.live is None:
+        args.live = sys.stdout.isatty()
+    install_uvloop()
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="telesurg-demo-")))
+        report = asyncio.run(_run(args, workdir))
+    write_report(args.report, report)
+    print("\n".join(summary_lines(report)))
+    print(f"report: {args.report}")
+    return 1 if report["safety"]["violations"] else 0

@@ -1,0 +1,222 @@
+"""`telesurg robot --config robot.toml`: the patient-side site process.
+
+Threads: the asyncio loop owns the link (UDP, AEAD, probes); the servo loop (robot/servo.py) runs the
+safety supervisor and the MuJoCo cart at 1 kHz on its own thread with a short GIL switch interval.
+Commands cross from the link to the servo thread through the loop's thread-safe inbox; telemetry
+crosses back with `call_soon_threadsafe`. The supervisor, not the link, decides what is applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from telesurg.apps.common import (
+    PathRecorder,
+    install_stop_signals,
+    percentiles,
+    security_rejections,
+    wait_stop,
+    write_report,
+)
+from telesurg.link.driver import LinkEndpoint, install_uvloop
+from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, SessionEventReceived
+from telesurg.messages import DecodeError, ServoCommand, Telemetry, decode
+from telesurg.robot.local_console import LocalConsole
+from telesurg.robot.servo import ServoConfig, ServoLoop
+from telesurg.robot.sim import SimDriver
+from telesurg.robot.supervisor import Decision, SafetySupervisor
+from telesurg.site_config import ConfigError, RobotSiteConfig, load_config
+
+log = logging.getLogger("telesurg.robot")
+INSTRUMENT_ARMS = ("PSM1", "PSM2")
+
+
+class RobotSite:
+    """One patient-side cart on the network: link endpoint + supervisor + servo loop + simulation."""
+
+    def __init__(self, config: RobotSiteConfig, *, seed: int = 0, video: bool | None = None) -> None:
+        self.config = config
+        self.sim = SimDriver(seed=seed)
+        self.supervisor = SafetySupervisor(config.safety, INSTRUMENT_ARMS)
+        self.servo = ServoLoop(self.supervisor, self.sim,
+                               ServoConfig(rate_hz=config.robot.servo_hz, telemetry_hz=config.robot.telemetry_hz),
+                               on_telemetry=self._on_telemetry, on_decision=self._on_decision)
+        self.endpoint = LinkEndpoint.from_config(config.link, is_client=False, on_message=self._on_message,
+                                                 on_event=self._on_event)
+        self.want_video = config.video.enabled if video is None else video
+        self.video: Any = None
+        self.paths = PathRecorder()
+        self.delivered = 0
+        self.malformed = Counter[str]()
+        self.latency_ms: list[float] = []
+        self.peer: str | None = None
+        self.started_at: float | None = None
+        self.rings_moved = 0
+        self.rings_time_s = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- link thread -----------------------------------------------------------------------------
+    def _on_message(self, event: MessageReceived) -> None:
+        if event.msg_class is not MessageClass.CONTROL or self.peer is None:
+            return
+        try:
+            message = decode(event.payload)
+        except DecodeError as exc:
+            self.malformed[str(exc)] += 1
+            return
+        if not isinstance(message, ServoCommand):
+            self.malformed["unexpected_type"] += 1
+            return
+        self.delivered += 1
+        self.servo.submit(message, self.peer, event.seq, self.endpoint.core.clock_offset())
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, HandshakeComplete):
+            log.info("console %s authenticated (%s…)", event.peer_name, event.peer_fingerprint[:16])
+            self._grant(event.peer_name)
+        elif isinstance(event, SessionEventReceived):
+            self._on_session_event(event.payload)
+
+    def _grant(self, peer: str) -> None:
+        wanted = self.config.robot.controller
+        if wanted is not None and peer != wanted:
+            log.warning("authenticated peer %s is not the configured controller %s: no arms", peer, wanted)
+            return
+        self.peer = peer
+
+        def assign(console: LocalConsole, now: float) -> None:
+            console.supervisor.reset_session(peer)
+            for arm in INSTRUMENT_ARMS:
+                console.supervisor.assign(arm, peer, now, cause="session_start")
+
+        self.servo.operator(assign)
+
+    def _on_session_event(self, payload: bytes) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            self.malformed["event"] += 1
+            return
+        if message.get("type") == "keyframe" and self.video is not None:
+            self.video.request_keyframe()
+
+    # -- servo thread ----------------------------------------------------------------------------
+    def _on_decision(self, cmd: ServoCommand, decision: Decision, now: float, offset: float | None) -> None:
+        if decision.accepted and offset is not None:
+            self.latency_ms.append(1000.0 * (now - (cmd.t_sent - offset)))
+
+    def _on_telemetry(self, telemetry: Telemetry) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._send_telemetry, telemetry.encode())
+
+    def _send_telemetry(self, payload: bytes) -> None:
+        if self.endpoint.established:
+            self.endpoint.send(MessageClass.TELEMETRY, payload)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def run(self, duration: float | None, stop: asyncio.Event) -> dict[str, Any]:
+        self._loop = asyncio.get_running_loop()
+        await self.endpoint.start()
+        self.servo.operator(lambda console, now: console.enable(now))
+        self.servo.start()
+        self.started_at = time.monotonic()
+        if self.want_video:
+            self._start_video()
+        try:
+            deadline = None if duration is None else self.started_at + duration
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                await wait_stop(stop, 0.25)
+                self.paths.sample(self.endpoint.core.path_stats())
+                self._observe_task()
+                if self.servo.error is not None:
+                    log.error("servo loop stopped: %r", self.servo.error)
+                    break
+        finally:
+            self.servo.stop()
+            if self.video is not None:
+                self.video.close()
+            await self.endpoint.close()
+            self.sim.close()
+        return self.report()
+
+    def _start_video(self) -> None:
+        try:
+            from telesurg.apps.robot_video import RobotVideo
+        except ImportError as exc:  # video is optional for the control path
+            log.warning("video disabled: %s", exc)
+            return
+        self.video = RobotVideo(self.sim, self.config.video, self.endpoint, self._loop)
+        self.video.start()
+
+    def _observe_task(self) -> None:
+        moved = self.sim.rings_on_target()
+        if moved != self.rings_moved and self.started_at is not None:
+            self.rings_moved = moved
+            self.rings_time_s = time.monotonic() - self.started_at
+
+    def report(self) -> dict[str, Any]:
+        sup = self.supervisor.report()
+        safety = dict(sup["safety"])
+        states = safety.pop("final_state")
+        safety["final_states"] = states
+        distinct = sorted(set(states.values()))
+        safety["final_state"] = distinct[0] if len(distinct) == 1 else ",".join(f"{k}={v}" for k, v in states.items())
+        commands = dict(sup["commands"])
+        rejected = dict(commands["rejected"])
+        for reason, n in self.malformed.items():
+            rejected[f"malformed_{reason}"] = n
+        commands.update(delivered=self.delivered, rejected=rejected, latency_ms=percentiles(self.latency_ms))
+        report: dict[str, Any] = {
+            "site": "robot",
+            "duration_s": round(time.monotonic() - (self.started_at or time.monotonic()), 3),
+            "commands": commands,
+            "safety": safety,
+            "security": {"rejected": security_rejections(self.endpoint.core.counters)},
+            "link": {"counters": dict(self.endpoint.core.counters), "peer": self.peer},
+            "paths": self.paths.report(),
+            "task": {"rings_moved": self.rings_moved, "time_s": round(self.rings_time_s, 3)},
+            "servo": self.servo.stats(),
+        }
+        if self.video is not None:
+            report["video_sender"] = self.video.report()
+        return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="robot.toml (see `telesurg init`)")
+    parser.add_argument("--report", type=Path, help="write a JSON report here on exit")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT)")
+    parser.add_argument("--seed", type=int, default=0, help="simulation seed (ring placement)")
+    parser.add_argument("--no-video", action="store_true", help="do not stream the endoscope")
+    parser.add_argument("--log-level", default="WARNING")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s robot %(levelname)s %(message)s")
+    try:
+        config = load_config(args.config, RobotSiteConfig)
+    except ConfigError as exc:
+        print(f"telesurg robot: {exc}")
+        return 2
+    install_uvloop()
+
+    async def main() -> dict[str, Any]:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        site = RobotSite(config, seed=args.seed, video=False if args.no_video else None)
+        return await site.run(args.duration, stop)
+
+    report = asyncio.run(main())
+    write_report(args.report, report)
+    violations = report["safety"]["violations"]
+    print(f"robot: applied {report['commands']['applied']} commands, {violations} safety violations, "
+          f"final state {report['safety']['final_state']}")
+    return 1 if violations else 0

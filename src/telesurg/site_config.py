@@ -1,0 +1,101 @@
+"""Site configuration files (`robot.toml`, `console.toml`): TOML in, validated objects out.
+
+One loader for both sites so every error reads the same way: the file, the dotted field and the fix,
+on one line (`console.toml: link.paths.1.remote: expected host:port ...`). Relative file paths inside
+a config are resolved against the config file's folder, so a site folder can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from telesurg.console.config import ConsoleConfig
+from telesurg.link.config import LinkConfig
+from telesurg.robot.safety_config import SupervisorConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person editing the file."""
+
+
+class VideoConfig(BaseModel):
+    """Stereo endoscope stream (robot side sends, console side shows)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    width: int = Field(640, ge=64, le=3840)
+    height: int = Field(360, ge=64, le=2160)
+    fps: float = Field(15.0, gt=0, le=120)
+    bitrate_kbps: int = Field(2500, ge=100, le=50000)
+
+
+class SiteInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+
+
+class RobotSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    servo_hz: float = Field(1000.0, ge=100, le=5000)
+    telemetry_hz: float = Field(100.0, ge=1, le=1000)
+    controller: str | None = Field(None, description="certificate name of the console given the arms at start")
+
+
+class RobotSiteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    site: SiteInfo
+    link: LinkConfig
+    robot: RobotSection = RobotSection()
+    safety: SupervisorConfig = SupervisorConfig()
+    video: VideoConfig = VideoConfig()
+
+
+class ConsoleSiteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    site: SiteInfo
+    link: LinkConfig
+    console: ConsoleConfig = ConsoleConfig()
+    video: VideoConfig = VideoConfig()
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    link = raw.get("link")
+    if isinstance(link, dict):
+        for key in ("identity_cert", "identity_key"):
+            if isinstance(link.get(key), str):
+                link[key] = str((base / link[key]).resolve())
+        if isinstance(link.get("peer_certs"), list):
+            link["peer_certs"] = [str((base / p).resolve()) if isinstance(p, str) else p
+                                  for p in link["peer_certs"]]
+    return raw
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{source}: {where}: {message}")
+    return "; ".join(parts)
+
+
+def load_config(path: Path | str, model: type[Model]) -> Model:
+    """Read and validate a site file; raise ConfigError with a one-line, field-naming message."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (create a site pair with `telesurg init DIR`)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return model.model_validate(_resolve_paths(raw, path.parent))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path.name, exc)) from None
