@@ -353,3 +353,20 @@ def test_close_is_seen_by_the_peer_and_a_reconnect_gets_a_fresh_session() -> Non
     assert h.client.send(MessageClass.CONTROL, b"again", h.net.now) == 0  # sequence space restarts
     h.run_until(h.net.now + 0.1)
     assert h.of("server", MessageReceived)[-1].payload == b"again"
+
+
+def test_with_one_path_left_control_is_doubled_so_the_survivors_random_loss_costs_nothing() -> None:
+    # path b keeps 1 % random loss while path a is cut: one copy per command would lose ~40 of 4000
+    h = established_harness(profile({"delay_ms": 20.0}, {"delay_ms": 30.0, "loss": 0.01}))
+    h.start_control(1000.0)
+    h.run_until(h.net.now + 0.5)
+    h.net.path_down("a")
+    h.run_until(h.net.now + 4.0)
+    h.sending = False
+    h.run_until(h.net.now + 0.5)
+    lost = set(h.sent) - set(h.received_seqs())
+    # before path a is declared DOWN (down_after_s = 0.25 s) ~250 x 1 % may go; after, 1 %² x 4000 = 0.4
+    late_loss = [s for s in lost if s > h.sent[0] + 1000]  # after the first half second of the cut
+    assert len(late_loss) <= 2, late_loss
+    assert len(lost) <= 6, len(lost)
+    assert h.client.counters["control_redundant_copies"] > 3000

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 # Link counters that are housekeeping, not refused traffic (the rest go under security.rejected).
-NOT_SECURITY = frozenset({"duplicates", "rekeys", "video_dropped", "not_established", "no_address"})
+NOT_SECURITY = frozenset({"duplicates", "rekeys", "video_dropped", "not_established", "no_address", "after_close",
+                          "control_redundant_copies"})
 
 
 def percentiles(values: list[float], digits: int = 3) -> dict[str, float]:

@@ -13,6 +13,7 @@ import collections
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,14 @@ from telesurg.console.inputs import MasterInput, ScriptedSurgeonInput, ScriptedT
 from telesurg.console.status import LiveStatus, render_text, snapshot_from
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, PathStateChanged
-from telesurg.messages import ArmId, DecodeError, ServoCommand, Telemetry, decode
+from telesurg.messages import FLAG_ENGAGED, FLAG_REENGAGE, ArmId, DecodeError, ServoCommand, Telemetry, decode
 from telesurg.robot.safety_types import SupervisorState
 from telesurg.robot.servo import DeadlineLoop
 from telesurg.site_config import ConfigError, ConsoleSiteConfig, load_config
 
 log = logging.getLogger("telesurg.console")
 SETTLE_S = 2.0  # after a scripted task ends, keep holding the last pose this long before stopping
+DISENGAGE_S = 0.5  # at the end, send disengaged commands this long so the robot sees the surgeon let go
 
 
 def make_input(script: str | None, config: ConsoleSiteConfig, rings: int) -> tuple[MasterInput, float | None]:
@@ -75,6 +77,7 @@ class ConsoleSite:
         self.peer: str | None = None
         self.malformed = 0
         self.send_failed = 0
+        self.finishing = False
 
     # -- link (asyncio thread) ---------------------------------------------------------------------
     def _on_message(self, event: MessageReceived) -> None:
@@ -116,6 +119,8 @@ class ConsoleSite:
         if not self.endpoint.established:
             return
         commands = self.core.tick(now)
+        if self.finishing:  # the surgeon lets go: the robot goes FOLLOWING -> READY, not to a watchdog hold
+            commands = [replace(c, flags=c.flags & ~(FLAG_ENGAGED | FLAG_REENGAGE)) for c in commands]
         if commands and self._loop is not None:
             self._loop.call_soon_threadsafe(self._send, commands)
 
@@ -156,6 +161,8 @@ class ConsoleSite:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 await wait_stop(stop, 0.25)
                 self._observe(status)
+            self.finishing = True
+            await asyncio.sleep(DISENGAGE_S)
         finally:
             if status is not None:
                 status.__exit__(None, None, None)

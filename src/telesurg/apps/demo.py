@@ -79,7 +79,7 @@ def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], consol
         "security": {"rejected": security, "console_rejected": console.get("security", {}).get("rejected", {})},
         "alarms": console.get("alarms", []),
         "console": {"one_way_ms": console.get("one_way_ms"), "ticker": console.get("ticker"),
-                    "established": console.get("established")},
+                    "established": console.get("established"), "holds_seen": console.get("holds_seen", 0)},
         "robot": {"servo": robot.get("servo"), "link": robot.get("link")},
     }
     if "video" in console:

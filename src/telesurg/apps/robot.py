@@ -165,6 +165,9 @@ class RobotSite:
     def report(self) -> dict[str, Any]:
         sup = self.supervisor.report()
         safety = dict(sup["safety"])
+        t0 = self.started_at or 0.0  # hold times relative to the site's start, as the report promises
+        safety["holds"] = [dict(h, at_s=round(h["at_s"] - t0, 4), reaction_ms=round(h["reaction_ms"], 3))
+                           for h in safety["holds"]]
         states = safety.pop("final_state")
         safety["final_states"] = states
         distinct = sorted(set(states.values()))

@@ -54,6 +54,7 @@ class LinkCore:
         self._paths = {name: PathMonitor(name, self.settings) for name in self._path_names}
         self._session: Session | None = None
         self._pending: dict[int, Session] = {}
+        self._closed_sids: deque[int] = deque(maxlen=8)  # recently ended sessions
         self._events: deque[Event] = deque()
         self._out_control: list[tuple[str, bytes, Addr | None]] = []
         self._out: list[tuple[str, bytes, Addr | None]] = []
@@ -140,6 +141,12 @@ class LinkCore:
             out = self._out_control
             for path in self._path_names:
                 out.append((path, seal(inner), addrs.get(path)))
+            live = self._live_paths()
+            if len(live) == 1 < len(self._path_names):
+                # One path left: a second copy on it turns its random loss p into p² (0.1 % -> 1e-6),
+                # so a single-path outage does not cost commands to the survivor's background loss.
+                out.append((live[0], seal(inner), addrs.get(live[0])))
+                self.counters["control_redundant_copies"] += 1
         else:
             for path in self._live_paths():
                 self._out.append((path, seal(inner), addrs.get(path)))
@@ -251,7 +258,8 @@ class LinkCore:
         if session is None or session.sid != sid:
             session = self._pending.get(sid)
             if session is None:
-                raise wire.WireError("session")
+                # copies still in flight on the slower path when a session ends are not an attack
+                raise wire.WireError("after_close" if sid in self._closed_sids else "session")
         epoch, inner = session.epochs.open(data, now)
         self._paths[path].heard(now)
         if addr is not None:
@@ -432,6 +440,7 @@ class LinkCore:
 
     def _end_session(self, reason: str, now: float) -> None:
         if self._session is not None:
+            self._closed_sids.append(self._session.sid)
             self._events.append(SessionClosed(reason, now))
         self._session = None
         self._established = False
