@@ -19,6 +19,7 @@ WIRE_VERSION = 1
 class MessageType(enum.IntEnum):
     SERVO_CP = 1
     TELEMETRY = 2
+    QUALIFY = 3  # pre-operative test traffic (qualify/): the robot answers it and never moves for it
 
 
 class ArmId(enum.IntEnum):

@@ -138,13 +138,14 @@ class ConsoleSite:
             master.release(now)
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    async def run(self, duration: float | None, stop: asyncio.Event, *, live: bool) -> dict[str, Any]:
+    async def run(self, duration: float | None, stop: asyncio.Event, *, live: bool,
+                  connect_timeout: float = 15.0) -> dict[str, Any]:
         self._loop = asyncio.get_running_loop()
         await self.endpoint.start()
         try:
-            await asyncio.wait_for(self.endpoint.wait_established(), 15.0)
+            await asyncio.wait_for(self.endpoint.wait_established(), connect_timeout)
         except TimeoutError:
-            log.error("no authenticated robot within 15 s (refused, or not running?)")
+            log.error("no authenticated robot within %.0f s (refused, or not running?)", connect_timeout)
             await self.endpoint.close()
             return self.report(established=False)
         previous_switch = sys.getswitchinterval()
@@ -240,6 +241,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: end of script)")
     parser.add_argument("--no-video", action="store_true")
     parser.add_argument("--no-live", action="store_true", help="print a final status instead of a live one")
+    parser.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to wait for the robot")
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -259,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         install_stop_signals(stop)
         site = ConsoleSite(config, master, video=False if args.no_video else None)
-        return await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty())
+        return await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty(),
+                              connect_timeout=args.connect_timeout)
 
     report = asyncio.run(main())
     write_report(args.report, report)

@@ -27,7 +27,7 @@ from telesurg.apps.common import (
 )
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, SessionEventReceived
-from telesurg.messages import DecodeError, ServoCommand, Telemetry, decode
+from telesurg.messages import DecodeError, MessageType, ServoCommand, Telemetry, decode
 from telesurg.robot.local_console import LocalConsole
 from telesurg.robot.servo import ServoConfig, ServoLoop
 from telesurg.robot.sim import SimDriver
@@ -64,7 +64,12 @@ class RobotSite:
 
     # -- link thread -----------------------------------------------------------------------------
     def _on_message(self, event: MessageReceived) -> None:
-        if event.msg_class is not MessageClass.CONTROL or self.peer is None:
+        if self.peer is None:
+            return
+        if event.payload[:1] == bytes([MessageType.QUALIFY]):
+            self._on_qualify(event)
+            return
+        if event.msg_class is not MessageClass.CONTROL:
             return
         try:
             message = decode(event.payload)
@@ -104,8 +109,29 @@ class RobotSite:
         except ValueError:
             self.malformed["event"] += 1
             return
+        if not isinstance(message, dict):
+            self.malformed["event"] += 1
+            return
         if message.get("type") == "keyframe" and self.video is not None:
             self.video.request_keyframe()
+        elif message.get("type") == "qualify":
+            asyncio.get_running_loop().create_task(self._qualify_check(message))
+
+    def _on_qualify(self, event: MessageReceived) -> None:
+        """Echo qualification probes (timestamped) on the class they came on; nothing moves."""
+        from telesurg.qualify.responder import echo_probe
+
+        reply = echo_probe(event.payload, time.monotonic())
+        if reply is not None and self.endpoint.established:
+            self.endpoint.send(event.msg_class, reply)
+
+    async def _qualify_check(self, message: dict[str, Any]) -> None:
+        """A robot check asked by `telesurg qualify` (homing, sweep, watchdog, e-stop, video)."""
+        from telesurg.qualify.responder import run_robot_check
+
+        result = await run_robot_check(self, message)
+        if self.endpoint.established:
+            self.endpoint.send_event(json.dumps(result).encode())
 
     # -- servo thread ----------------------------------------------------------------------------
     def _on_decision(self, cmd: ServoCommand, decision: Decision, now: float, offset: float | None) -> None:

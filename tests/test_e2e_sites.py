@@ -1,0 +1,67 @@
+"""Two sites as a user runs them: `telesurg init`, then `telesurg robot` and `telesurg console` as separate
+processes on real sockets; a console whose certificate the robot does not allow is refused and counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def telesurg(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "telesurg.cli", *args], capture_output=True, text=True,
+                          env=dict(os.environ), **kwargs)
+
+
+def test_init_robot_console_and_a_refused_console(tmp_path: Path, contract_checker: Path) -> None:
+    site = tmp_path / "site"
+    init = telesurg("init", str(site), timeout=60)
+    assert init.returncode == 0, init.stdout + init.stderr
+    robot_toml, console_toml = site / "robot.toml", site / "console.toml"
+    assert "peer_certs" in robot_toml.read_text() and (site / "keys" / "robot.key").exists()
+    assert telesurg("init", str(site)).returncode == 2  # never overwrites a site pair silently
+
+    # an intruder: a valid key pair and certificate, just not on the robot's allowlist
+    keys = telesurg("keys", "--name", "intruder", "--out", str(site / "intruder"), timeout=60)
+    assert keys.returncode == 0, keys.stdout + keys.stderr
+    rogue_toml = site / "rogue.toml"
+    rogue_toml.write_text(console_toml.read_text()
+                          .replace('identity_cert = "keys/console.crt"', 'identity_cert = "intruder/intruder.crt"')
+                          .replace('identity_key = "keys/console.key"', 'identity_key = "intruder/intruder.key"'))
+
+    robot_report = tmp_path / "robot.json"
+    robot = subprocess.Popen([sys.executable, "-m", "telesurg.cli", "robot", "--config", str(robot_toml),
+                              "--report", str(robot_report), "--no-video"], env=dict(os.environ),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        rogue = telesurg("console", "--config", str(rogue_toml), "--no-video", "--no-live", "--connect-timeout", "5",
+                         "--duration", "2", "--report", str(tmp_path / "rogue.json"), timeout=60)
+        assert rogue.returncode == 3, rogue.stdout + rogue.stderr  # refused: never established
+        assert json.loads((tmp_path / "rogue.json").read_text())["established"] is False
+
+        console_report = tmp_path / "console.json"
+        console = telesurg("console", "--config", str(console_toml), "--no-video", "--no-live", "--rings", "1",
+                           "--duration", "6", "--report", str(console_report), timeout=90)
+        assert console.returncode == 0, console.stdout + console.stderr
+    finally:
+        robot.send_signal(signal.SIGINT)
+        out, _ = robot.communicate(timeout=30)
+    assert robot.returncode == 0, out
+    for path, kind in ((robot_report, "robot"), (console_report, "console")):
+        check = subprocess.run([sys.executable, str(contract_checker), str(path), "--kind", kind],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+    robot_data = json.loads(robot_report.read_text())
+    console_data = json.loads(console_report.read_text())
+    assert robot_data["security"]["rejected"].get("not_allowed", 0) >= 1
+    assert robot_data["link"]["peer"] == "console"
+    assert robot_data["safety"]["violations"] == 0
+    assert robot_data["commands"]["applied"] > 0.8 * console_data["commands"]["sent"] > 1000
+    assert set(console_data["paths"]) == {"a", "b"}
