@@ -143,7 +143,8 @@ class ArmConfig(BaseModel):
 def default_arms() -> list[ArmConfig]:
     """PSM1 on the surgeon's left, PSM2 on the right, ECM between them looking at the board.
 
-    Home poses put each tool tip a few cm above the board with the jaw pointing straight down.
+    At home (all angles zero) each instrument lies along its trocar axis with the tool tip about
+    7 cm above the board, out of the way of the rings; the scripted task starts from there.
     """
     return [
         ArmConfig(name="PSM1", kind="psm", rcm_position=(-0.10, -0.07, 0.14), trocar_target=(-0.02, 0.0, 0.0),

@@ -69,6 +69,10 @@ def trocar_rotation(rcm: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.column_stack([x, y, z])
 
 
+def _clamp(value: float, lower: float, upper: float) -> float:
+    return lower if value < lower else upper if value > upper else value
+
+
 def _wrap_near(angle: float, reference: float) -> float:
     """`angle` plus a multiple of 2π, as close as possible to `reference` (keeps roll continuous)."""
     return angle + 2.0 * math.pi * round((reference - angle) / (2.0 * math.pi))
@@ -87,6 +91,8 @@ class ArmKinematics:
         self.lower = config.lower
         self.upper = config.upper
         self.n_joints = len(config.joints)
+        self._trocar_t = self.trocar.T.copy()
+        self._lower, self._upper = self.lower.tolist(), self.upper.tolist()  # plain floats: cheap per call
 
     # -- forward ---------------------------------------------------------------------------------
     def shaft_rotation(self, yaw: float, pitch: float) -> np.ndarray:
@@ -114,26 +120,26 @@ class ArmKinematics:
     # -- inverse ---------------------------------------------------------------------------------
     def _outer_joints(self, wrist_centre: np.ndarray) -> tuple[float, float, float]:
         offset = wrist_centre - self.rcm
-        insertion = float(np.linalg.norm(offset))
+        insertion = math.sqrt(float(offset @ offset))
         if insertion < 1e-9:
             return 0.0, 0.0, 0.0
-        d = self.trocar.T @ (offset / insertion)  # = Ry(yaw) Rx(pitch) e_z = (sa cb, -sb, ca cb)
-        pitch = math.asin(float(np.clip(-d[1], -1.0, 1.0)))
+        d = self._trocar_t @ (offset / insertion)  # = Ry(yaw) Rx(pitch) e_z = (sa cb, -sb, ca cb)
+        pitch = math.asin(_clamp(-float(d[1]), -1.0, 1.0))
         yaw = math.atan2(float(d[0]), float(d[2]))
         return yaw, pitch, insertion
 
-    def _inner_joints(self, shaft: np.ndarray, rot: np.ndarray, roll_hint: float) -> np.ndarray:
-        m = shaft.T @ rot
+    def _inner_joints(self, shaft: np.ndarray, rot: np.ndarray, roll_hint: float) -> list[float]:
+        m = (shaft.T @ rot).tolist()
         if not self.has_wrist:  # m = Rz(roll)
-            return np.array([_wrap_near(math.atan2(m[1, 0], m[0, 0]), roll_hint)])
+            return [_wrap_near(math.atan2(m[1][0], m[0][0]), roll_hint)]
         # m = Rz(a) Rx(b) Ry(c): m[2,1] = sin b, m[2,0] = -cos b sin c, m[2,2] = cos b cos c,
         # m[0,1] = -sin a cos b, m[1,1] = cos a cos b
-        b = math.asin(float(np.clip(m[2, 1], -1.0, 1.0)))
-        c = math.atan2(-m[2, 0], m[2, 2])
-        a = math.atan2(-m[0, 1], m[1, 1])
-        return np.array([_wrap_near(a, roll_hint), b, c])
+        b = math.asin(_clamp(m[2][1], -1.0, 1.0))
+        c = math.atan2(-m[2][0], m[2][2])
+        a = math.atan2(-m[0][1], m[1][1])
+        return [_wrap_near(a, roll_hint), b, c]
 
-    def _outer_joints_for_tip(self, offset: np.ndarray, inner: np.ndarray, pitch_hint: float
+    def _outer_joints_for_tip(self, offset: np.ndarray, inner: list[float], pitch_hint: float
                               ) -> tuple[float, float, float] | None:
         """Yaw, pitch, insertion putting the tip at `rcm + offset` with fixed roll/wrist `inner`."""
         v = rot_z(inner[0]) @ rot_x(inner[1]) @ rot_y(inner[2]) @ np.array([0.0, 0.0, self.tool_length])
@@ -142,9 +148,9 @@ class ArmKinematics:
             return None
         insertion = math.sqrt(distance_sq) - v[2]
         w = np.array([v[0], v[1], insertion + v[2]])  # tip in the shaft frame
-        t = self.trocar.T @ offset  # = Ry(yaw) Rx(pitch) w
+        t = self._trocar_t @ offset  # = Ry(yaw) Rx(pitch) w
         rho, phi = math.hypot(w[1], w[2]), math.atan2(w[2], w[1])
-        base = math.acos(float(np.clip(t[1] / rho, -1.0, 1.0)))  # w_y cos b - w_z sin b = t_y
+        base = math.acos(_clamp(float(t[1]) / rho, -1.0, 1.0))  # w_y cos b - w_z sin b = t_y
         pitch = min((base - phi, -base - phi), key=lambda b: abs(math.remainder(b - pitch_hint, 2 * math.pi)))
         pitch = math.remainder(pitch, 2 * math.pi)
         rotated = rot_x(pitch) @ w
@@ -162,9 +168,10 @@ class ArmKinematics:
         roll_hint = 0.0 if q_hint is None else float(q_hint[3])
         yaw, pitch, insertion = self._outer_joints(p - self.tool_length * rot[:, 2])
         inner = self._inner_joints(self.shaft_rotation(yaw, pitch), rot, roll_hint)
-        clamped_inner = np.clip(inner, self.lower[3:], self.upper[3:])
-        if self.has_wrist and not np.array_equal(inner, clamped_inner):
+        clamped_inner = [_clamp(v, lo, hi) for v, lo, hi in zip(inner, self._lower[3:], self._upper[3:], strict=True)]
+        if self.has_wrist and clamped_inner != inner:
             outer = self._outer_joints_for_tip(p - self.rcm, clamped_inner, pitch)
             if outer is not None:  # wrist at its limit: re-aim the shaft so the tip still lands on p
                 yaw, pitch, insertion = outer
-        return np.clip(np.concatenate([[yaw, pitch, insertion], clamped_inner]), self.lower, self.upper)
+        q = [yaw, pitch, insertion, *clamped_inner]
+        return np.array([_clamp(v, lo, hi) for v, lo, hi in zip(q, self._lower, self._upper, strict=True)])

@@ -45,7 +45,7 @@ def _fingers(arm: ArmConfig) -> str:
         bodies.append(f"""
             <body name="{arm.name}_finger{index}">
               <joint name="{arm.name}_jaw{index}" type="hinge" axis="0 1 0" range="{lo - 0.05:.4g} {hi + 0.05:.4g}"
-                     armature="0.0005" damping="0.002"/>
+                     armature="0.00001" damping="0"/>
               <geom name="{arm.name}_finger{index}" type="box" pos="{sign * FINGER_HALF_THICKNESS:.6g} 0 {half:.6g}"
                     size="{FINGER_HALF_THICKNESS} {FINGER_HALF_WIDTH} {half:.6g}" mass="0.002"
                     contype="2" conaffinity="0" condim="4" friction="2.0 0.02 0.001"
@@ -72,11 +72,13 @@ def _arm_body(arm: ArmConfig) -> str:
             </body>
           </body>"""
     else:
+        # cameras look along the shaft (+z) with image-up along the trocar's up (+y), so the
+        # image's right is the body's -x: the left eye sits at +x
         half = STEREO_BASELINE / 2
         tip = f"""
           <site name="{n}_tool_tip" pos="0 0 0" size="0.001"/>
-          <camera name="{n}_left" pos="{-half:.6g} 0 0" quat="0 1 0 0" fovy="70"/>
-          <camera name="{n}_right" pos="{half:.6g} 0 0" quat="0 1 0 0" fovy="70"/>"""
+          <camera name="{n}_left" pos="{half:.6g} 0 0" quat="0 0 1 0" fovy="50"/>
+          <camera name="{n}_right" pos="{-half:.6g} 0 0" quat="0 0 1 0" fovy="50"/>"""
     return f"""
     <body name="{n}_rcm" pos="{_fmt(rcm)}" quat="{_fmt(quat)}" gravcomp="1">
       <site name="{n}_rcm" size="0.002" rgba="1 0 0 1"/>
@@ -108,7 +110,7 @@ def _actuators(arm: ArmConfig) -> str:
     lines = [f'<position name="{arm.name}_{j}" joint="{arm.name}_{j}" kp="{gains[j][0]}" kv="{gains[j][1]}"/>'
              for j in arm.joint_names]
     if arm.kind == "psm":
-        lines += [f'<position name="{arm.name}_jaw{i}" joint="{arm.name}_jaw{i}" kp="0.1" kv="0.0006"/>'
+        lines += [f'<position name="{arm.name}_jaw{i}" joint="{arm.name}_jaw{i}" kp="0.1" kv="0.002"/>'
                   for i in (1, 2)]
     return "\n    ".join(lines)
 
@@ -165,11 +167,11 @@ def build_mjcf(config: CartConfig, board: scene.PegBoard) -> str:
   </visual>
   <asset>
     <texture name="grid" type="2d" builtin="checker" rgb1="0.55 0.25 0.25" rgb2="0.5 0.2 0.22" width="64" height="64"/>
-    <material name="tissue" texture="grid" texrepeat="12 8"/>
+    <material name="tissue" texture="grid" texrepeat="36 24"/>
   </asset>
   <worldbody>
     <light pos="0 -0.1 0.4" dir="0 0.25 -1" diffuse="0.5 0.5 0.5" castshadow="false"/>
-    <geom name="board" type="plane" size="{bx} {by} 0.01" material="tissue"
+    <geom name="board" type="plane" size="{3 * bx:.6g} {3 * by:.6g} 0.01" material="tissue"
           contype="4" conaffinity="6" condim="3" friction="0.8 0.01 0.001"/>{_pegs(board)}{arms}{rings}
   </worldbody>
   <equality>{_grasp_welds(config, board)}

@@ -2,7 +2,9 @@
 
 PSM1 picks each ring at the side of its tube nearest the arms (jaw pointing down, fingers opening
 radially so one finger goes inside the ring), lifts it over the pegs, lowers it around a target
-peg, opens and moves on; the other arms hold their home poses. Between keyframes motion follows a
+peg, opens and moves on; the other arms hold their home poses. With `handover=True` PSM1 instead
+brings the ring to a point between the groups, PSM2 takes it at its +x side, PSM1 lets go, and
+PSM2 places it, as in the FLS task; the two tracks wait for each other at the handover. Between keyframes motion follows a
 minimum-jerk profile (zero velocity and acceleration at each keyframe), positions interpolate
 linearly and orientations by slerp, so `sample(t)` is smooth and starts exactly at the home poses.
 Segment durations are set from a peak speed of 0.05 m/s, half the supervisor's 0.1 mm/ms cap.
@@ -106,12 +108,38 @@ class PegTransferPlan:
         return {name: track.sample(t) for name, track in self._tracks.items()}
 
 
+def _at(xy: np.ndarray, z: float) -> np.ndarray:
+    return np.array([xy[0], xy[1], z])
+
+
+def _pick(track: _Track, grasp: np.ndarray, orientation: np.ndarray) -> None:
+    """Open above the grasp point, descend, squeeze, lift to carry height."""
+    for z, jaw, duration in ((CARRY_HEIGHT, JAW_OPEN, None), (GRASP_HEIGHT, JAW_OPEN, None),
+                             (GRASP_HEIGHT, JAW_SQUEEZE, JAW_DWELL), (CARRY_HEIGHT, JAW_SQUEEZE, None)):
+        track.add(ToolTarget(_at(grasp, z), orientation, jaw), duration)
+
+
+def _place(track: _Track, place: np.ndarray, orientation: np.ndarray) -> None:
+    """Carry over the peg, lower the ring around it, open, rise."""
+    for z, jaw, duration in ((CARRY_HEIGHT, JAW_SQUEEZE, None), (RELEASE_HEIGHT, JAW_SQUEEZE, None),
+                             (RELEASE_HEIGHT, JAW_OPEN, JAW_DWELL), (CARRY_HEIGHT, JAW_OPEN, None)):
+        track.add(ToolTarget(_at(place, z), orientation, jaw), duration)
+
+
+def _hold_until(track: _Track, t: float) -> None:
+    """Keep the last target until time `t`, so two arms' tracks stay in step."""
+    if t > track.times[-1]:
+        track.add(track.targets[-1], t - track.times[-1])
+
+
 def peg_transfer_plan(driver_or_scene: object, rings: int = 6, config: CartConfig | None = None,
-                      arm: str = "PSM1") -> PegTransferPlan:
-    """Plan moving `rings` rings from their start pegs to the target pegs with `arm`.
+                      arm: str = "PSM1", handover: bool = False) -> PegTransferPlan:
+    """Plan moving `rings` rings from their start pegs to the target pegs.
 
     `driver_or_scene` is a `SimDriver` (uses its config and the rings' actual positions) or a
     `scene.PegBoard` (uses the nominal start positions and `config`, default `CartConfig()`).
+    With `handover=False`, `arm` does everything; with `handover=True`, PSM1 picks each ring and
+    passes it mid-air to PSM2, which places it (the FLS way).
     """
     if isinstance(driver_or_scene, scene.PegBoard):
         board, config = driver_or_scene, config or CartConfig()
@@ -123,39 +151,56 @@ def peg_transfer_plan(driver_or_scene: object, rings: int = 6, config: CartConfi
         raise TypeError(f"driver_or_scene must be a SimDriver or a PegBoard, got {type(driver_or_scene).__name__}")
     if not 1 <= rings <= board.ring_count:
         raise ValueError(f"rings must be between 1 and {board.ring_count}, got {rings}")
-    if config.arm(arm).kind != "psm":
-        raise ValueError(f"arm: {arm!r} has no jaw; pick an instrument arm (PSM)")
+    pickers = ("PSM1", "PSM2") if handover else (arm,)
+    for name in pickers:
+        if config.arm(name).kind != "psm":
+            raise ValueError(f"arm: {name!r} has no jaw; pick an instrument arm (PSM)")
 
     tracks: dict[str, _Track] = {}
     for arm_config in config.arms:
         position, quat = ArmKinematics(arm_config).forward_quat(np.array(arm_config.home))
         tracks[arm_config.name] = _Track()
         tracks[arm_config.name].add(ToolTarget(position, quat, 0.0))
-    track = tracks[arm]
     down = GRASP_ORIENTATION
     radial = quat_to_matrix(down)[:, 0] * scene.RING_MAJOR_RADIUS  # tool x points from ring centre to grasp
     order = list(range(rings))
     targets = [board.target_pegs[i] for i in order]
     for ring, peg in zip(order, targets, strict=True):
-        grasp = ring_centres[ring] + radial
-        place = np.array([*board.pegs[peg], 0.0]) + radial
-        steps = [
-            (np.array([grasp[0], grasp[1], CARRY_HEIGHT]), JAW_OPEN, None),
-            (np.array([grasp[0], grasp[1], GRASP_HEIGHT]), JAW_OPEN, None),
-            (np.array([grasp[0], grasp[1], GRASP_HEIGHT]), JAW_SQUEEZE, JAW_DWELL),
-            (np.array([grasp[0], grasp[1], CARRY_HEIGHT]), JAW_SQUEEZE, None),
-            (np.array([place[0], place[1], CARRY_HEIGHT]), JAW_SQUEEZE, None),
-            (np.array([place[0], place[1], RELEASE_HEIGHT]), JAW_SQUEEZE, None),
-            (np.array([place[0], place[1], RELEASE_HEIGHT]), JAW_OPEN, JAW_DWELL),
-            (np.array([place[0], place[1], CARRY_HEIGHT]), JAW_OPEN, None),
-        ]
-        for position, jaw, duration in steps:
-            track.add(ToolTarget(position, down, jaw), duration)
-    home = tracks[arm].targets[0]
-    track.add(ToolTarget(home.position, home.orientation, 0.0))
-    plan_tracks = dict(tracks)
-    end = track.times[-1]
-    for name, other in plan_tracks.items():  # idle arms hold home until the end
-        if name != arm:
-            other.add(other.targets[0], end)
-    return PegTransferPlan(plan_tracks, order, targets)
+        place = np.array([*board.pegs[peg], 0.0])
+        if handover:
+            _handover_one(tracks["PSM1"], tracks["PSM2"], ring_centres[ring], place)
+        else:
+            _pick(tracks[arm], ring_centres[ring] + radial, down)
+            _place(tracks[arm], place + radial, down)
+    end = 0.0
+    for name in pickers:  # back home, jaw closed
+        home = tracks[name].targets[0]
+        tracks[name].add(ToolTarget(home.position, home.orientation, 0.0))
+        end = max(end, tracks[name].times[-1])
+    for track in tracks.values():
+        _hold_until(track, end)
+    return PegTransferPlan(tracks, order, targets)
+
+
+HANDOVER_CENTRE = np.array([0.0, -0.004, CARRY_HEIGHT + 0.006])  # ring centre while it changes hands
+# PSM2 takes the ring at its +x side: tool z down, x along +x (radial there), fingers open along x
+HANDOVER_ORIENTATION = matrix_to_quat(np.column_stack([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]))
+
+
+def _handover_one(giver: _Track, taker: _Track, ring_centre: np.ndarray, peg: np.ndarray) -> None:
+    give_radial = quat_to_matrix(GRASP_ORIENTATION)[:, 0] * scene.RING_MAJOR_RADIUS
+    take_radial = quat_to_matrix(HANDOVER_ORIENTATION)[:, 0] * scene.RING_MAJOR_RADIUS
+    _pick(giver, ring_centre + give_radial, GRASP_ORIENTATION)
+    give_at = HANDOVER_CENTRE + give_radial
+    giver.add(ToolTarget(give_at, GRASP_ORIENTATION, JAW_SQUEEZE))
+    _hold_until(taker, giver.times[-1] - 2.0)  # taker sets off while the giver is still on its way
+    take_at = HANDOVER_CENTRE + take_radial
+    taker.add(ToolTarget(take_at + [0.0, 0.0, 0.015], HANDOVER_ORIENTATION, JAW_OPEN))
+    _hold_until(taker, giver.times[-1])
+    taker.add(ToolTarget(take_at, HANDOVER_ORIENTATION, JAW_OPEN))
+    taker.add(ToolTarget(take_at, HANDOVER_ORIENTATION, JAW_SQUEEZE), JAW_DWELL)
+    _hold_until(giver, taker.times[-1])
+    giver.add(ToolTarget(give_at, GRASP_ORIENTATION, JAW_OPEN), JAW_DWELL)  # let go
+    giver.add(ToolTarget(give_at + [0.0, -0.01, 0.01], GRASP_ORIENTATION, JAW_OPEN))  # back off
+    _hold_until(taker, giver.times[-1])
+    _place(taker, peg + take_radial, HANDOVER_ORIENTATION)

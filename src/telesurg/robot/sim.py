@@ -12,8 +12,9 @@ In DISABLED/PAUSED/FAULT the simulated arm holds its last setpoint (brakes).
 
 Grasp assist (documented, on by default, `CartConfig.grasp_assist`): friction grasping of a
 capsule ring by two thin box fingers works in this model (condim 4, elliptic cones, impratio 10,
-1 ms step) but a held ring slowly rotates about the contact line, which makes placing it on a peg
-unreliable. So when the commanded jaw is closing and both fingers of one arm touch the same ring,
+1 ms step, friction 2, tuned jaw servo): the jaw lifts a ring and carries it several cm, but the
+ring slips out when the tool decelerates at the end of a traverse (noslip iterations made it worse),
+so placing rings on pegs was not reliable. So when the commanded jaw is closing and both fingers of one arm touch the same ring,
 a weld equality between the wrist and that ring is switched on at their current relative pose; it is
 switched off as soon as the jaw opens. Fingers still press on the ring, so contact forces are real.
 """
@@ -68,6 +69,7 @@ class SimArm:
         self._tracking_bad_for = 0.0
         self.ignored_commands = 0
         self.fault_reason: str | None = None
+        data.qpos[self._qadr] = self._home  # the simulated arm starts parked at home
         self._write_ctrl()
 
     # -- CRTK: measured / setpoint ---------------------------------------------------------------
@@ -144,8 +146,11 @@ class SimArm:
         elif state == OperatingState.FAULT:
             log.warning("%s: %r refused in FAULT (%s); send 'disable' first", self.name, command, self.fault_reason)
         elif command == "enable" and state == OperatingState.DISABLED:
+            self._resync_setpoint()
             self._enter(OperatingState.ENABLED, "enable")
         elif command == "home" and state != OperatingState.PAUSED:
+            if state == OperatingState.DISABLED:
+                self._resync_setpoint()
             self._enter(OperatingState.ENABLED, "home")
             self._goal, self._speed_scale, self._homing, self._homed = self._home.copy(), 0.5, True, False
             self._moving = True
@@ -156,6 +161,14 @@ class SimArm:
             self._enter(OperatingState.ENABLED, "resume")
         else:
             log.warning("%s: %r ignored in state %s", self.name, command, state.name)
+
+    def _resync_setpoint(self) -> None:
+        """Start from where the arm is, so powering on never snaps it back to a stale setpoint."""
+        self._setpoint = np.clip(self.measured_js(), self._lower, self._upper)
+        self._goal = self._setpoint.copy()
+        self._jaw_setpoint = self._jaw_goal = self.measured_jaw()
+        self._moving = False
+        self._write_ctrl()
 
     def _enter(self, state: OperatingState, cause: str) -> None:
         if state != self._state:
@@ -222,14 +235,10 @@ class SimDriver:
         self.data = mujoco.MjData(self.model)
         self._arms = {a.name: SimArm(a, self.model, self.data, self.config.tracking_fault_seconds)
                       for a in self.config.arms}
-        for arm in self._arms.values():
-            self.data.qpos[arm._qadr] = arm.config.home
         rng = np.random.default_rng(seed)  # small placement jitter so runs differ by seed, not by accident
-        self._ring_qadr = []
         for i in range(self.board.ring_count):
             adr = self.model.jnt_qposadr[self.model.joint(f"ring{i}").id]
             self.data.qpos[adr: adr + 2] += rng.uniform(-0.0008, 0.0008, size=2)
-            self._ring_qadr.append(adr)
         self._ring_body = np.array([self.model.body(f"ring{i}").id for i in range(self.board.ring_count)])
         self._finger_geoms = {n: [self.model.geom(f"{n}_finger{i}").id for i in (1, 2)]
                               for n, a in self._arms.items() if a.has_jaw}
@@ -240,20 +249,25 @@ class SimDriver:
                        for n in self._finger_geoms for i in range(self.board.ring_count)}
         self.held: dict[str, int | None] = dict.fromkeys(self._finger_geoms)
         self._substeps_per_second = 1.0 / self.model.opt.timestep
-        self.time = 0.0
         self._steps = 0
         mujoco.mj_forward(self.model, self.data)
 
     def arms(self) -> dict[str, SimArm]:
         return dict(self._arms)
 
+    @property
+    def time(self) -> float:
+        """Simulated time (s) since construction."""
+        return float(self.data.time)
+
     def step(self, dt: float) -> None:
         """Advance the physics by `dt` (rounded to whole MuJoCo timesteps, at least one)."""
+        if not 0.0 < dt < 1.0:
+            raise ValueError(f"dt must be a servo period in seconds (0 < dt < 1), got {dt!r}")
         substeps = max(1, round(dt * self._substeps_per_second))
         for arm in self._arms.values():
             arm.advance(dt)
         mujoco.mj_step(self.model, self.data, nstep=substeps)
-        self.time += dt
         self._steps += 1
         if self._steps % CHECK_EVERY == 0:  # slow checks at 200 Hz keep one 1 kHz step cheap
             for arm in self._arms.values():
@@ -306,10 +320,9 @@ class SimDriver:
                 self.data.eq_active[self._welds[(name, ring)]] = 0
                 self.held[name] = None
             elif ring is None and closing:
-                for candidate in sorted(self._rings_touched_by_both_fingers(name)):
-                    if candidate not in self.held.values():
-                        self._weld(name, candidate)
-                        break
+                touched = sorted(self._rings_touched_by_both_fingers(name))
+                if touched:  # a ring another jaw holds may be taken too: that is a mid-air handover
+                    self._weld(name, touched[0])
 
     def _weld(self, arm: str, ring: int) -> None:
         """Switch on the arm→ring weld at the current relative pose (body2 pose in body1's frame)."""
