@@ -37,9 +37,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
-	$(BIN)/python bench/link_latency.py --seconds 10
-	@for b in bench/servo_loop.py bench/video_pipeline.py; do \
-	  if [ -f $$b ]; then $(BIN)/python $$b; fi; done
+	@mkdir -p out/bench
+	$(BIN)/python bench/link_latency.py --seconds 10 --json out/bench/link_latency.json
+	$(BIN)/python bench/servo_loop.py --json out/bench/servo_loop.json
+	$(BIN)/python bench/robot_sim.py --json out/bench/robot_sim.json
+	$(BIN)/python -m telesurg.netem.bench --json out/bench/netem.json
+	$(BIN)/python bench/video_pipeline.py --stereo --json out/bench/video_720p60.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

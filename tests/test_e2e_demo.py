@@ -65,7 +65,7 @@ def test_demo_moves_a_ring_over_the_shanghai_casablanca_profile(tmp_path, contra
 def test_cutting_one_path_loses_no_command(tmp_path, contract_checker):
     scenario = write_scenario(tmp_path / "cut-a.toml", """
 [[event]]
-at = 6.0
+at = 3.0
 path = "a"
 action = "down"
 duration = 3.0
@@ -96,7 +96,7 @@ both = { delay_ms = 82.5, jitter_ms = 3.0 }
 def test_cutting_both_paths_holds_within_the_watchdog_and_resumes_only_on_reengage(tmp_path, contract_checker):
     scenario = write_scenario(tmp_path / "cut-both.toml", """
 [[event]]
-at = 7.0
+at = 4.0
 path = "*"
 action = "down"
 duration = 0.3

@@ -78,6 +78,8 @@ class ConsoleSite:
         self.malformed = 0
         self.send_failed = 0
         self.finishing = False
+        self.following_at: float | None = None
+        self.following_file: Path | None = None  # touched when every arm first follows (demo scenarios)
 
     # -- link (asyncio thread) ---------------------------------------------------------------------
     def _on_message(self, event: MessageReceived) -> None:
@@ -116,6 +118,7 @@ class ConsoleSite:
             telemetry = self._telemetry.popleft()
             self.core.receive_telemetry(telemetry, now)
             self._follow_robot_state(telemetry, now)
+            self._note_following(telemetry)
         if not self.endpoint.established:
             return
         commands = self.core.tick(now)
@@ -136,6 +139,13 @@ class ConsoleSite:
             master.hold(sent if sent is not None else now)
         elif master.held and all(a.supervisor_state == SupervisorState.FOLLOWING for a in telemetry.arms):
             master.release(now)
+
+    def _note_following(self, telemetry: Telemetry) -> None:
+        if self.following_at is None and telemetry.arms and all(
+                a.supervisor_state == SupervisorState.FOLLOWING for a in telemetry.arms):
+            self.following_at = time.monotonic()
+            if self.following_file is not None:
+                self.following_file.write_text(f"{self.following_at}\n")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def run(self, duration: float | None, stop: asyncio.Event, *, live: bool,
@@ -241,6 +251,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: end of script)")
     parser.add_argument("--no-video", action="store_true")
     parser.add_argument("--no-live", action="store_true", help="print a final status instead of a live one")
+    parser.add_argument("--following-file", type=Path, help="write this file once every arm is following")
     parser.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to wait for the robot")
     parser.add_argument("--log-level", default="WARNING")
 
@@ -261,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         install_stop_signals(stop)
         site = ConsoleSite(config, master, video=False if args.no_video else None)
+        site.following_file = args.following_file
         return await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty(),
                               connect_timeout=args.connect_timeout)
 

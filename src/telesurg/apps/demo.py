@@ -27,7 +27,7 @@ from telesurg.apps.common import write_report
 from telesurg.apps.init import PATH_NAMES, write_site_pair
 from telesurg.link.driver import install_uvloop
 from telesurg.netem.profiles import load_profile
-from telesurg.netem.relay import run_profile_relays
+from telesurg.netem.relay import run_profile_relays, start_scenario
 from telesurg.netem.scenario import load_scenario
 
 ROBOT_STOP_TIMEOUT_S = 20.0
@@ -99,8 +99,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                                console_remotes=relay_ports)
     mapping = {name: (("127.0.0.1", relay_ports[i]), ("127.0.0.1", robot_ports[i])) for i, name in enumerate(names)}
     relays: dict[str, Any] = {}
-    relay_task = asyncio.create_task(run_profile_relays(profile, mapping, scenario=scenario, duration=None,
-                                                        seed=args.seed, on_started=relays.update))
+    relay_task = asyncio.create_task(run_profile_relays(profile, mapping, duration=None, seed=args.seed,
+                                                        on_started=relays.update))
     while not relays and not relay_task.done():
         await asyncio.sleep(0.01)
     if relay_task.done():
@@ -110,21 +110,32 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     env = dict(os.environ)
     robot = subprocess.Popen(_site_command("robot", robot_toml, robot_report, ["--seed", str(args.seed), *video]),
                              env=env, stdout=subprocess.DEVNULL if not args.verbose else None)
-    console_extra = ["--rings", str(args.rings), *video]
+    following_marker = workdir / "console.following"
+    following_marker.unlink(missing_ok=True)
+    console_extra = ["--rings", str(args.rings), "--following-file", str(following_marker), *video]
     if args.duration is not None:
         console_extra += ["--duration", str(args.duration)]
     if not args.live:
         console_extra.append("--no-live")
     started = time.monotonic()
     console = subprocess.Popen(_site_command("console", console_toml, console_report, console_extra), env=env)
+    timers: list[asyncio.TimerHandle] = []
+    scenario_started = scenario is None
     try:
         while console.poll() is None:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
+            if not scenario_started and following_marker.exists():
+                # scenario times count from the start of teleoperation, not from process start-up
+                assert scenario is not None
+                timers = start_scenario(scenario, relays)
+                scenario_started = True
             if robot.poll() is not None:
                 console.send_signal(signal.SIGINT)
                 break
         await asyncio.to_thread(console.wait)
     finally:
+        for timer in timers:
+            timer.cancel()
         if robot.poll() is None:
             robot.send_signal(signal.SIGINT)
         try:
@@ -168,7 +179,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="shanghai-casablanca", help="netem profile (see `telesurg netem --list`)")
     parser.add_argument("--duration", type=float, help="seconds of teleoperation (default: the scripted task)")
-    parser.add_argument("--scenario", help="TOML timeline of network faults (e.g. cut-path-a)")
+    parser.add_argument("--scenario", help="TOML timeline of network faults (e.g. cut-path-a); its times count "
+                                           "from the moment the scripted surgeon is first following")
     parser.add_argument("--report", type=Path, default=Path("demo-report.json"))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rings", type=int, default=6, help="rings the scripted surgeon moves (1-6)")

@@ -220,6 +220,15 @@ async def run_profile_relays(
             relay.close()
 
 
+def start_scenario(scenario: Scenario, relays: dict[str, PathRelay]) -> list[asyncio.TimerHandle]:
+    """Play `scenario` on running relays with its clock starting now; cancel the returned timers to stop."""
+    scenario.check_paths(list(relays))
+    loop = asyncio.get_running_loop()
+    timers: list[asyncio.TimerHandle] = []
+    _play(loop, ScenarioPlayer(scenario, start=loop.time()), relays, timers)
+    return timers
+
+
 def _play(loop: asyncio.AbstractEventLoop, player: ScenarioPlayer, relays: dict[str, PathRelay],
           timers: list[asyncio.TimerHandle]) -> None:
     """Apply due scenario actions, then schedule ourselves for the next one."""
