@@ -29,7 +29,7 @@ from telesurg.link.events import (
 )
 from telesurg.link.gate import HandshakeGate
 from telesurg.link.keys import Identity
-from telesurg.link.paths import PathMonitor, PathState, PathStats
+from telesurg.link.paths import PathMonitor, PathState, PathStats, ProbeOutcome
 from telesurg.link.replay import ReplayWindow
 from telesurg.link.session import KEYS, RECORD_CLOSE, RECORD_EVENT, RECORD_KEYS, Addr, Session
 from telesurg.link.tls import TlsChannel, TlsFailure, make_context
@@ -96,6 +96,20 @@ class LinkCore:
         if not self._offsets:
             return None
         return min(self._offsets)[1]
+
+    def record_probe_outcomes(self, maxlen: int = 200_000) -> None:
+        """Keep every probe's outcome (answered or timed out) until `drain_probe_outcomes`: per-path
+        samples for qualification, where messages only show the path whose copy arrived first."""
+        for mon in self._paths.values():
+            if mon.outcomes is None:
+                mon.outcomes = deque(maxlen=maxlen)
+
+    def drain_probe_outcomes(self) -> list[ProbeOutcome]:
+        out: list[ProbeOutcome] = []
+        for mon in self._paths.values():
+            while mon.outcomes:
+                out.append(mon.outcomes.popleft())
+        return out
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -279,7 +293,7 @@ class LinkCore:
                 self._out.append((path, session.epochs.seal(reply), session.addrs.get(path)))
         elif kind == wire.Inner.PROBE_REPLY and len(inner) == wire.PROBE_REPLY.size:
             _, probe_id, t1, t2 = wire.PROBE_REPLY.unpack(inner)
-            rtt = self._paths[path].on_reply(probe_id, t1, now)
+            rtt = self._paths[path].on_reply(probe_id, t1, now, t2)
             if rtt is not None:
                 self._offsets.append((rtt, ((t2 - t1) + (t2 - now)) / 2.0))
         elif kind == wire.Inner.REL_DATA:

@@ -34,6 +34,17 @@ class PathStats:
     probes_lost: int = 0  # timed out while the path was not DOWN (outages are reported as states)
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeOutcome:
+    """One probe's fate, for tools that need every sample (`telesurg qualify`), not only summaries."""
+
+    path: str
+    probe_id: int
+    sent: float  # local clock
+    answered: float | None  # local clock when the reply came back; None: timed out
+    peer_time: float | None  # peer clock when it answered (one-way delays, with the clock offset)
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return sorted_values[index]
@@ -61,6 +72,7 @@ class PathMonitor:
         self.probes_sent = 0
         self.probes_answered = 0
         self.probes_lost = 0
+        self.outcomes: deque[ProbeOutcome] | None = None  # off unless a tool asks (LinkCore.record_probe_outcomes)
 
     def start(self, now: float) -> None:
         self.since = now
@@ -77,12 +89,14 @@ class PathMonitor:
     def heard(self, now: float) -> None:
         self.last_heard = now
 
-    def on_reply(self, probe_id: int, t1: float, now: float) -> float | None:
+    def on_reply(self, probe_id: int, t1: float, now: float, peer_time: float | None = None) -> float | None:
         """RTT in seconds of an answered probe, or None if unknown/timed out (counted already)."""
         sent = self._outstanding.pop(probe_id, None)
         if sent is None or sent != t1:
             return None
         rtt = now - sent
+        if self.outcomes is not None:
+            self.outcomes.append(ProbeOutcome(self.name, probe_id, sent, now, peer_time))
         if self._rtts:
             self._jitter += (abs(rtt - self._rtts[-1]) - self._jitter) / 16.0  # RFC 3550 A.8
         self._rtts.append(rtt)
@@ -103,6 +117,8 @@ class PathMonitor:
         for probe_id, sent in list(self._outstanding.items()):
             if sent + timeout <= now:  # same expression as next_timer(): no float mismatch
                 del self._outstanding[probe_id]
+                if self.outcomes is not None:
+                    self.outcomes.append(ProbeOutcome(self.name, probe_id, sent, None, None))
                 if self.state is not PathState.DOWN and sent >= self._counting_since:
                     self._results.append(False)  # probes lost in an outage are the outage, already reported
                     self.probes_lost += 1
