@@ -49,6 +49,7 @@ class LinkTuning(BaseModel):
     rekey_s: float = Field(120.0, gt=0.0, le=120.0)  # WireGuard's 120 s is the upper bound
     epoch_grace_s: float = Field(5.0, gt=0.0)
     down_after_s: float = Field(0.25, gt=0.0)  # silence on a path before it is declared DOWN
+    suspect_after_s: float = Field(0.03, gt=0.0)  # silence after which control is doubled on the other path
     recover_replies: int = Field(3, ge=1)  # consecutive probe replies before a DOWN path is used as UP
     probe_timeout_s: float = Field(1.0, gt=0.0)
     loss_window: int = Field(100, ge=10)  # probes over which loss % is computed

@@ -155,11 +155,11 @@ class LinkCore:
             out = self._out_control
             for path in self._path_names:
                 out.append((path, seal(inner), addrs.get(path)))
-            live = self._live_paths()
-            if len(live) == 1 < len(self._path_names):
+            survivor = self._sole_survivor(now)
+            if survivor is not None:
                 # One path left: a second copy on it turns its random loss p into p² (0.1 % -> 1e-6),
                 # so a single-path outage does not cost commands to the survivor's background loss.
-                out.append((live[0], seal(inner), addrs.get(live[0])))
+                out.append((survivor, seal(inner), addrs.get(survivor)))
                 self.counters["control_redundant_copies"] += 1
         else:
             for path in self._live_paths():
@@ -203,6 +203,24 @@ class LinkCore:
                 for path in paths:
                     out.append((path, session.epochs.seal(inner), session.addrs.get(path)))
         return out
+
+    def _sole_survivor(self, now: float) -> str | None:
+        """The only path still carrying traffic, if just one is: heard within `suspect_after_s` (the
+        peer's telemetry and probe replies arrive every few ms), else the only one not DOWN. Reacting
+        to a few tens of ms of silence, not the 0.25 s DOWN verdict, shrinks the window in which a cut
+        leaves commands exposed to the other path's random loss."""
+        names = self._path_names
+        if len(names) < 2:
+            return None
+        window = self.settings.suspect_after_s
+        heard = [p for p in names if (t := self._paths[p].last_heard) is not None and now - t <= window]
+        if len(heard) == 1:
+            return heard[0]
+        if not heard:
+            live = [p for p in names if self._paths[p].state is not PathState.DOWN]
+            if len(live) == 1:
+                return live[0]
+        return None
 
     def _live_paths(self) -> Sequence[str]:
         live = [p for p in self._path_names if self._paths[p].state is not PathState.DOWN]
