@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-deps
 export MUJOCO_GL ?= osmesa
 export PYOPENGL_PLATFORM ?= osmesa
+ifeq ($(DISPLAY)$(WAYLAND_DISPLAY),)
 export SDL_VIDEODRIVER ?= dummy
+endif
 export SDL_AUDIODRIVER ?= dummy
 
 .PHONY: all demo test bench lint system-deps venv clean

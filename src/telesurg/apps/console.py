@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import collections
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -71,7 +72,8 @@ class ConsoleSite:
         self.want_video = config.video.enabled if video is None else video
         self.video: Any = None
         self._telemetry: collections.deque[Telemetry] = collections.deque(maxlen=4)
-        self._ticker = DeadlineLoop(1.0 / config.console.rate_hz, self._tick, spin_s=0.0, name="console-tick")
+        self._ticker = DeadlineLoop(1.0 / config.console.rate_hz, self._tick, spin_s=0.0, name="console-tick",
+                                    realtime_priority=40)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at: float | None = None
         self.peer: str | None = None
@@ -193,7 +195,8 @@ class ConsoleSite:
         except ImportError as exc:
             log.warning("video disabled: %s", exc)
             return
-        self.video = ConsoleVideo(self.config.video, self.endpoint)
+        headless = os.environ.get("SDL_VIDEODRIVER") == "dummy"  # nobody to show it to: decode and measure only
+        self.video = ConsoleVideo(self.config.video, self.endpoint, display=not headless)
 
     def _observe(self, status: LiveStatus | None) -> None:
         now = time.monotonic()
@@ -235,7 +238,7 @@ class ConsoleSite:
             "security": {"rejected": security_rejections(self.endpoint.core.counters)},
             "link": {"counters": dict(self.endpoint.core.counters), "peer": self.peer,
                      "clock_offset_s": self.endpoint.core.clock_offset()},
-            "ticker": self._ticker.stats.summary(),
+            "ticker": {**self._ticker.stats.summary(), "realtime": self._ticker.realtime},
         }
         if self.video is not None:
             report["video"] = self.video.report()

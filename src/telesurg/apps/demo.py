@@ -96,7 +96,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ports = free_udp_ports(6)
     robot_ports, relay_ports, console_ports = tuple(ports[0:2]), tuple(ports[2:4]), tuple(ports[4:6])
     robot_toml, console_toml = write_site_pair(workdir, robot_ports=robot_ports, console_ports=console_ports,
-                                               console_remotes=relay_ports)
+                                               console_remotes=relay_ports, overwrite=True)
     mapping = {name: (("127.0.0.1", relay_ports[i]), ("127.0.0.1", robot_ports[i])) for i, name in enumerate(names)}
     relays: dict[str, Any] = {}
     relay_task = asyncio.create_task(run_profile_relays(profile, mapping, duration=None, seed=args.seed,
@@ -107,6 +107,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         relay_task.result()  # raises the relay's start-up error
     video = ["--no-video"] if args.no_video else []
     robot_report, console_report = workdir / "robot.json", workdir / "console.json"
+    for stale in (robot_report, console_report):  # never merge a previous run's figures
+        stale.unlink(missing_ok=True)
     env = dict(os.environ)
     robot = subprocess.Popen(_site_command("robot", robot_toml, robot_report, ["--seed", str(args.seed), *video]),
                              env=env, stdout=subprocess.DEVNULL if not args.verbose else None)

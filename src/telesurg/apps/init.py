@@ -105,13 +105,17 @@ enabled = true
 
 def write_site_pair(directory: Path, *, robot_ports: tuple[int, ...] = ROBOT_PORTS,
                     console_ports: tuple[int, ...] = CONSOLE_PORTS,
-                    console_remotes: tuple[int, ...] | None = None) -> tuple[Path, Path]:
+                    console_remotes: tuple[int, ...] | None = None, overwrite: bool = False) -> tuple[Path, Path]:
     """Create keys and both site files in `directory`; return (robot.toml, console.toml).
 
     `console_remotes` lets the demo point the console at WAN-emulator relays instead of the robot."""
     directory.mkdir(parents=True, exist_ok=True)
     keys = directory / "keys"
     keys.mkdir(exist_ok=True)
+    if overwrite:  # fresh identities: a replaced site pair must not keep trusting the old keys
+        for old in keys.glob("*"):
+            if old.name.split(".")[0] in ("robot", "console"):
+                old.unlink()
     generate_identity(keys, "robot")
     generate_identity(keys, "console")
     robot, console = directory / "robot.toml", directory / "console.toml"
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if (target / "robot.toml").exists() and not args.force:
         print(f"telesurg init: {target / 'robot.toml'} exists; use --force to overwrite")
         return 2
-    robot, console = write_site_pair(target)
+    robot, console = write_site_pair(target, overwrite=args.force)
     print(f"wrote {robot} and {console} (keys in {target / 'keys'})")
     print(f"patient site:  telesurg robot --config {robot}")
     print(f"surgeon site:  telesurg console --config {console} --script peg-transfer")

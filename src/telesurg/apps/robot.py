@@ -43,6 +43,7 @@ class RobotSite:
 
     def __init__(self, config: RobotSiteConfig, *, seed: int = 0, video: bool | None = None) -> None:
         self.config = config
+        self.seed = seed
         self.sim = SimDriver(seed=seed)
         self.supervisor = SafetySupervisor(config.safety, INSTRUMENT_ARMS)
         self.servo = ServoLoop(self.supervisor, self.sim,
@@ -104,6 +105,8 @@ class RobotSite:
         self.servo.operator(assign)
 
     def _on_session_event(self, payload: bytes) -> None:
+        if self.video is not None and self.video.handle_event(payload):
+            return
         try:
             message = json.loads(payload)
         except ValueError:
@@ -112,9 +115,7 @@ class RobotSite:
         if not isinstance(message, dict):
             self.malformed["event"] += 1
             return
-        if message.get("type") == "keyframe" and self.video is not None:
-            self.video.request_keyframe()
-        elif message.get("type") == "qualify":
+        if message.get("type") == "qualify":
             asyncio.get_running_loop().create_task(self._qualify_check(message))
 
     def _on_qualify(self, event: MessageReceived) -> None:
@@ -139,6 +140,8 @@ class RobotSite:
             self.latency_ms.append(1000.0 * (now - (cmd.t_sent - offset)))
 
     def _on_telemetry(self, telemetry: Telemetry) -> None:
+        if self.video is not None:
+            self.video.publish_state()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._send_telemetry, telemetry.encode())
@@ -179,7 +182,7 @@ class RobotSite:
         except ImportError as exc:  # video is optional for the control path
             log.warning("video disabled: %s", exc)
             return
-        self.video = RobotVideo(self.sim, self.config.video, self.endpoint, self._loop)
+        self.video = RobotVideo(self.sim, self.config.video, self.endpoint, self._loop, seed=self.seed)
         self.video.start()
 
     def _observe_task(self) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import sys
 import threading
 import time
@@ -55,6 +56,7 @@ class ServoConfig:
     telemetry_hz: float = 100.0
     switch_interval_s: float | None = 0.0002  # None: leave the interpreter's setting alone
     spin_s: float = 0.0  # spin (instead of sleep) for the last part of each wait; see the module docstring
+    realtime_priority: int | None = 50  # SCHED_FIFO priority for the servo thread where allowed; None: never
 
     def __post_init__(self) -> None:
         if not 10.0 <= self.rate_hz <= 5000.0:
@@ -96,17 +98,34 @@ class PeriodStats:
                 "missed": self.missed, "skipped": self.skipped}
 
 
+def request_realtime(priority: int) -> bool:
+    """Put the calling thread under SCHED_FIFO at `priority` (Linux, needs CAP_SYS_NICE or root).
+
+    A deadline loop sleeps most of each period, so a real-time class costs other threads little and
+    keeps video rendering or a busy display from delaying the next servo period. Where the system
+    refuses, the loop runs as before and the refusal is logged once."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (AttributeError, OSError) as exc:
+        log.info("real-time scheduling not available (%s); running with normal priority", exc)
+        return False
+    return True
+
+
 class DeadlineLoop:
     """Calls `body(now)` on an absolute deadline grid on its own thread; records lateness."""
 
     def __init__(self, period_s: float, body: Callable[[float], None], *, spin_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic, name: str = "deadline-loop") -> None:
+                 clock: Callable[[], float] = time.monotonic, name: str = "deadline-loop",
+                 realtime_priority: int | None = None) -> None:
         self.period_s = period_s
         self.body = body
         self.spin_s = spin_s
         self.clock = clock
         self.stats = PeriodStats()
         self.error: BaseException | None = None
+        self.realtime_priority = realtime_priority
+        self.realtime = False  # True once the thread runs under SCHED_FIFO
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -123,6 +142,8 @@ class DeadlineLoop:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        if self.realtime_priority is not None:
+            self.realtime = request_realtime(self.realtime_priority)
         clock, period, spin = self.clock, self.period_s, self.spin_s
         t0 = clock()
         k = 1
@@ -172,7 +193,7 @@ class ServoLoop:
         self._count = 0
         self._previous_switch: float | None = None
         self._loop = DeadlineLoop(self.config.period_s, self.step, spin_s=self.config.spin_s, clock=clock,
-                                  name="servo")
+                                  name="servo", realtime_priority=self.config.realtime_priority)
 
     # ---------------------------------------------------------- thread-safe inputs
     def submit(self, cmd: ServoCommand, sender: str, link_seq: int, clock_offset: float | None) -> None:
@@ -205,8 +226,8 @@ class ServoLoop:
     def error(self) -> BaseException | None:
         return self._loop.error
 
-    def stats(self) -> dict[str, float | int]:
-        return self._loop.stats.summary()
+    def stats(self) -> dict[str, float | int | bool]:
+        return {**self._loop.stats.summary(), "realtime": self._loop.realtime}
 
     def reset_stats(self) -> None:
         """Start a fresh measurement window (e.g. after start-up and homing)."""
