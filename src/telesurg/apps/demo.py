@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,31 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from telesurg.apps.common import write_report
-from telesurg.apps.init import PATH_NAMES, write_site_pair
+from telesurg.apps.emulated import site_command, start_emulated_link
 from telesurg.link.driver import install_uvloop
 from telesurg.netem.profiles import load_profile
-from telesurg.netem.relay import run_profile_relays, start_scenario
+from telesurg.netem.relay import start_scenario
 from telesurg.netem.scenario import load_scenario
 
 ROBOT_STOP_TIMEOUT_S = 20.0
-
-
-def free_udp_ports(count: int) -> list[int]:
-    """Ports the OS considers free right now (bound and released together, so they are distinct)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _site_command(kind: str, config: Path, report: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "telesurg.cli", kind, "--config", str(config), "--report", str(report), *extra]
 
 
 def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], console: dict[str, Any],
@@ -90,27 +71,17 @@ def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], consol
 async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     profile = load_profile(args.profile)
     scenario = load_scenario(args.scenario) if args.scenario else None
-    names = profile.path_names
-    if list(names) != list(PATH_NAMES):
-        raise SystemExit(f"telesurg demo: profile {profile.name} has paths {names}; the demo sites use {PATH_NAMES}")
-    ports = free_udp_ports(6)
-    robot_ports, relay_ports, console_ports = tuple(ports[0:2]), tuple(ports[2:4]), tuple(ports[4:6])
-    robot_toml, console_toml = write_site_pair(workdir, robot_ports=robot_ports, console_ports=console_ports,
-                                               console_remotes=relay_ports, overwrite=True)
-    mapping = {name: (("127.0.0.1", relay_ports[i]), ("127.0.0.1", robot_ports[i])) for i, name in enumerate(names)}
-    relays: dict[str, Any] = {}
-    relay_task = asyncio.create_task(run_profile_relays(profile, mapping, duration=None, seed=args.seed,
-                                                        on_started=relays.update))
-    while not relays and not relay_task.done():
-        await asyncio.sleep(0.01)
-    if relay_task.done():
-        relay_task.result()  # raises the relay's start-up error
+    try:
+        link = await start_emulated_link(profile, workdir, seed=args.seed)
+    except ValueError as exc:
+        raise SystemExit(f"telesurg demo: {exc}") from None
+    relays, robot_toml, console_toml = link.relays, link.robot_toml, link.console_toml
     video = ["--no-video"] if args.no_video else []
     robot_report, console_report = workdir / "robot.json", workdir / "console.json"
     for stale in (robot_report, console_report):  # never merge a previous run's figures
         stale.unlink(missing_ok=True)
     env = dict(os.environ)
-    robot = subprocess.Popen(_site_command("robot", robot_toml, robot_report, ["--seed", str(args.seed), *video]),
+    robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, ["--seed", str(args.seed), *video]),
                              env=env, stdout=subprocess.DEVNULL if not args.verbose else None)
     following_marker = workdir / "console.following"
     following_marker.unlink(missing_ok=True)
@@ -120,7 +91,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if not args.live:
         console_extra.append("--no-live")
     started = time.monotonic()
-    console = subprocess.Popen(_site_command("console", console_toml, console_report, console_extra), env=env)
+    console = subprocess.Popen(site_command("console", console_toml, console_report, console_extra), env=env)
     timers: list[asyncio.TimerHandle] = []
     scenario_started = scenario is None
     try:
@@ -146,10 +117,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             robot.kill()
         if console.poll() is None:
             console.kill()
-        relay_stats = {name: relay.stats for name, relay in relays.items()}
-        relay_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+        relay_stats = await link.close()
     elapsed = time.monotonic() - started
     robot_data = json.loads(robot_report.read_text()) if robot_report.exists() else {}
     console_data = json.loads(console_report.read_text()) if console_report.exists() else {}

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from telesurg.link.driver import enlarge_socket_buffers
 from telesurg.netem.core import DirectionEmulator, Impairment
 from telesurg.netem.path import EmulatedPath, apply_action
 from telesurg.netem.profiles import Profile
@@ -114,6 +115,8 @@ class PathRelay:
             lambda: _Listener(self), local_addr=listen)
         self._up_transport, _ = await loop.create_datagram_endpoint(
             lambda: _Upstream(self), remote_addr=target)
+        enlarge_socket_buffers(self._listen_transport)
+        enlarge_socket_buffers(self._up_transport)
         self._forward = _TimedDirection(loop, self.path.forward, self._send_to_target)
         self._reverse = _TimedDirection(loop, self.path.reverse, self._send_to_client)
         self.listen_address = self._listen_transport.get_extra_info("sockname")[:2]

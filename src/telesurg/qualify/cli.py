@@ -21,12 +21,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from telesurg.apps.demo import _site_command, free_udp_ports
-from telesurg.apps.init import PATH_NAMES, write_site_pair
+from telesurg.apps.emulated import site_command, start_emulated_link
 from telesurg.link.driver import install_uvloop
 from telesurg.netem.errors import NetemConfigError
 from telesurg.netem.profiles import load_profile
-from telesurg.netem.relay import PathRelay, run_profile_relays
+from telesurg.netem.relay import PathRelay
 from telesurg.netem.scenario import load_scenario
 from telesurg.qualify import report as report_mod
 from telesurg.qualify.runner import Plan, QualifyClient, run_phases
@@ -131,22 +130,13 @@ async def _session(args: argparse.Namespace, config: ConsoleSiteConfig, console:
 async def _demo(args: argparse.Namespace, workdir: Path, console: Console) -> tuple[QualifyClient, dict[str, Any]]:
     profile = load_profile(args.profile)
     scenario = load_scenario(args.scenario) if args.scenario else None
-    if list(profile.path_names) != list(PATH_NAMES):
-        raise ConfigError(f"profile {profile.name} has paths {profile.path_names}; the demo sites use {PATH_NAMES}")
-    ports = free_udp_ports(6)
-    robot_ports, relay_ports, console_ports = tuple(ports[0:2]), tuple(ports[2:4]), tuple(ports[4:6])
-    robot_toml, console_toml = write_site_pair(workdir, robot_ports=robot_ports, console_ports=console_ports,
-                                               console_remotes=relay_ports)
-    mapping = {n: (("127.0.0.1", relay_ports[i]), ("127.0.0.1", robot_ports[i])) for i, n in enumerate(PATH_NAMES)}
-    relays: dict[str, PathRelay] = {}
-    relay_task = asyncio.create_task(run_profile_relays(profile, mapping, scenario=scenario, seed=args.seed,
-                                                        on_started=relays.update))
-    while not relays and not relay_task.done():
-        await asyncio.sleep(0.01)
-    if relay_task.done():
-        relay_task.result()
+    try:
+        link = await start_emulated_link(profile, workdir, seed=args.seed, scenario=scenario)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    relays, robot_toml, console_toml = link.relays, link.robot_toml, link.console_toml
     robot_report = workdir / "robot.json"
-    robot = subprocess.Popen(_site_command("robot", robot_toml, robot_report, ["--no-video"]),
+    robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, ["--no-video"]),
                              stdout=None if args.verbose else subprocess.DEVNULL,
                              stderr=None if args.verbose else subprocess.DEVNULL)
     try:
@@ -158,10 +148,7 @@ async def _demo(args: argparse.Namespace, workdir: Path, console: Console) -> tu
             await asyncio.to_thread(robot.wait, 20.0)
         except subprocess.TimeoutExpired:
             robot.kill()
-        figures_relays = {name: relay.stats for name, relay in relays.items()}
-        relay_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+        figures_relays = await link.close()
     figures["demo"] = {"profile": profile.name, "relays": figures_relays}
     if robot_report.exists():
         import json
