@@ -335,3 +335,22 @@ def test_unknown_arm_and_unknown_sender() -> None:
     rig = Rig().ready()
     assert rig.send(arm="PSM2").reason == "unknown_arm"
     assert rig.send(HOME, ENGAGE, sender="mallory").reason == "not_controller"
+
+
+def test_reengage_aligns_with_the_tool_as_measured_not_with_a_setpoint_it_cannot_reach() -> None:
+    rig = Rig().ready().follow()
+    rig.tick(60)
+    assert rig.sup.state("PSM1") is SupervisorState.HOLD
+    # the tool is held 5 mm short of its setpoint (pressed against tissue): measured != setpoint
+    blocked = (HOME[0], HOME[1], HOME[2] + 0.005)
+    rig.measured["PSM1"] = Pose(np.array(blocked), np.array(IDENT))
+    rig.tick()
+    assert rig.send(HOME, ENGAGE).reason == "not_aligned"  # the setpoint is not where the tool is
+    decision = rig.send(blocked, ENGAGE)
+    assert decision.outcome is Outcome.APPLIED, decision
+    assert rig.sup.state("PSM1") is SupervisorState.FOLLOWING
+    previous = np.array(rig.sup.setpoint("PSM1").position)
+    out = rig.tick()  # the setpoint walks from where it was toward the new target within the step cap
+    step = np.linalg.norm(np.array(out["PSM1"].pose.position) - previous)
+    assert 0 < step <= SupervisorConfig().max_step_m * (1 + 1e-6)
+    assert rig.sup.violations == 0

@@ -257,10 +257,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--following-file", type=Path, help="write this file once every arm is following")
     parser.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to wait for the robot")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-file", type=Path, help="log here instead of stderr (keeps the live display clean)")
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s console %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s console %(levelname)s %(message)s",
+                        filename=args.log_file)
     try:
         config = load_config(args.config, ConsoleSiteConfig)
         master, script_s = make_input(args.script, config, args.rings)

@@ -81,11 +81,13 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     for stale in (robot_report, console_report):  # never merge a previous run's figures
         stale.unlink(missing_ok=True)
     env = dict(os.environ)
+    robot_log = (workdir / "robot.log").open("w")  # the robot's transition log; the terminal is the console's
     robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, ["--seed", str(args.seed), *video]),
-                             env=env, stdout=subprocess.DEVNULL if not args.verbose else None)
+                             env=env, stdout=robot_log, stderr=subprocess.STDOUT)
     following_marker = workdir / "console.following"
     following_marker.unlink(missing_ok=True)
-    console_extra = ["--rings", str(args.rings), "--following-file", str(following_marker), *video]
+    console_extra = ["--rings", str(args.rings), "--following-file", str(following_marker),
+                     "--log-file", str(workdir / "console.log"), *video]
     if args.duration is not None:
         console_extra += ["--duration", str(args.duration)]
     if not args.live:
@@ -118,6 +120,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if console.poll() is None:
             console.kill()
         relay_stats = await link.close()
+        robot_log.close()
     elapsed = time.monotonic() - started
     robot_data = json.loads(robot_report.read_text()) if robot_report.exists() else {}
     console_data = json.loads(console_report.read_text()) if console_report.exists() else {}
@@ -156,7 +159,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rings", type=int, default=6, help="rings the scripted surgeon moves (1-6)")
     parser.add_argument("--no-video", action="store_true", help="control path only")
     parser.add_argument("--workdir", type=Path, help="keep site files and reports here (default: a temp dir)")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                         help="live status display (default: when stdout is a terminal)")
 
@@ -168,6 +171,12 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="telesurg-demo-")))
         report = asyncio.run(_run(args, workdir))
+        if args.verbose:
+            for name in ("robot.log", "console.log"):
+                log_path = workdir / name
+                if log_path.exists():
+                    print(f"--- {name} (last 20 lines)")
+                    print("\n".join(log_path.read_text().splitlines()[-20:]))
     write_report(args.report, report)
     print("\n".join(summary_lines(report)))
     print(f"report: {args.report}")

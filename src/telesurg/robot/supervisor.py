@@ -72,6 +72,8 @@ class _Arm:
     target_jaw: float = 0.0
     last_tick_t: float | None = None
     open_hold: HoldRecord | None = None
+    measured_pos: Vec3 | None = None  # the tool where it really is, kept while READY/HOLD for alignment
+    measured_quat: Quat = (1.0, 0.0, 0.0, 0.0)
 
 
 class SafetySupervisor:
@@ -115,8 +117,9 @@ class SafetySupervisor:
         return Pose(np.array(a.setpoint_pos), np.array(a.setpoint_quat))
 
     def needs_measured(self, arm: str) -> bool:
-        """True when `tick` needs this arm's measured pose (only while homing, to seed the setpoint)."""
-        return self._arms[arm].state is SupervisorState.HOMING
+        """True when `tick` needs this arm's measured pose: while homing (to seed the setpoint) and
+        while not following (re-engaging aligns the master with the tool where it really is)."""
+        return self._arms[arm].state in (SupervisorState.HOMING, SupervisorState.READY, SupervisorState.HOLD)
 
     def drain_driver_commands(self) -> list[tuple[str, str]]:
         """CRTK `state_command`s ("enable", "home", "disable") the servo loop must send, in order."""
@@ -253,8 +256,13 @@ class SafetySupervisor:
         if not self.config.workspace_for(name).contains(pos):
             return self._reject("workspace")
         if a.state is not SupervisorState.FOLLOWING:
-            if (distance(pos, a.setpoint_pos) > self.config.align_position_m
-                    or math.degrees(quat_angle(quat, a.setpoint_quat)) > self.config.align_orientation_deg):
+            # dVRK style: the master must match the tool as measured (a tool held against tissue sits
+            # short of its setpoint; the console, which sees only the measured pose, could never match
+            # the setpoint then). Steps from the setpoint toward the new target stay capped.
+            ref_pos = a.measured_pos if a.measured_pos is not None else a.setpoint_pos
+            ref_quat = a.measured_quat if a.measured_pos is not None else a.setpoint_quat
+            if (distance(pos, ref_pos) > self.config.align_position_m
+                    or math.degrees(quat_angle(quat, ref_quat)) > self.config.align_orientation_deg):
                 return self._reject("not_aligned")
         elif distance(pos, a.setpoint_pos) > self.config.jump_m or \
                 quat_angle(quat, a.setpoint_quat) > self.config.jump_rad:
@@ -264,6 +272,7 @@ class SafetySupervisor:
             resumed_from = a.state
             self._close_hold(a, "reengage")
             self._transition(a, SupervisorState.FOLLOWING, now, f"reengage_from_{resumed_from.name.lower()}")
+            a.measured_pos = None  # refreshed at the next hold; never compared against a stale pose
         decision = self._accept(a, cmd, sender, now, pos, quat, jaw)
         if jaw != cmd.jaw:
             self.clipped += 1
@@ -294,6 +303,11 @@ class SafetySupervisor:
                     a.target_pos = None
                     self._transition(a, SupervisorState.READY, now, "homed")
                 continue
+            if a.state in (SupervisorState.READY, SupervisorState.HOLD):
+                m = measured.get(a.name)
+                if m is not None:
+                    a.measured_pos = _vec(m.position)
+                    a.measured_quat = normalize(_quat(m.orientation))
             if a.state is SupervisorState.FOLLOWING:
                 since = now - (a.last_valid_t if a.last_valid_t is not None else now)
                 if since > self.config.watchdog_s:
