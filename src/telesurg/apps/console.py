@@ -160,12 +160,12 @@ class ConsoleSite:
             log.error("no authenticated robot within %.0f s (refused, or not running?)", connect_timeout)
             await self.endpoint.close()
             return self.report(established=False)
+        if self.want_video:  # before the 1 kHz ticker: importing/initialising codecs holds the GIL for ~0.25 s
+            self._start_video()
         previous_switch = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)
         self.started_at = time.monotonic()
         self._ticker.start()
-        if self.want_video:
-            self._start_video()
         status = LiveStatus() if live else None
         try:
             if status is not None:

@@ -154,11 +154,11 @@ class RobotSite:
     async def run(self, duration: float | None, stop: asyncio.Event) -> dict[str, Any]:
         self._loop = asyncio.get_running_loop()
         await self.endpoint.start()
+        if self.want_video:  # before the servo thread, so its imports never stall a servo period
+            self._start_video()
         self.servo.operator(lambda console, now: console.enable(now))
         self.servo.start()
         self.started_at = time.monotonic()
-        if self.want_video:
-            self._start_video()
         try:
             deadline = None if duration is None else self.started_at + duration
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):

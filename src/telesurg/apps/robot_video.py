@@ -25,10 +25,11 @@ import numpy as np
 from telesurg.link.driver import LinkEndpoint
 from telesurg.link.events import MessageClass
 from telesurg.site_config import VideoConfig
+from telesurg.video.control import is_video_control  # light (no codec): imported here, not on the hot path
 
 _LEN = struct.Struct("!I")
 _STOP = b"stop"
-VIDEO_NICENESS = 10
+VIDEO_NICENESS = 19  # the lowest share: pictures slow down before commands do
 
 
 def _pack(payloads: list[bytes]) -> bytes:
@@ -131,8 +132,6 @@ class RobotVideo:
 
     def handle_event(self, payload: bytes) -> bool:
         """Forward a keyframe request (video control payload) to the encoder process."""
-        from telesurg.video.control import is_video_control
-
         if not is_video_control(payload):
             return False
         self.keyframe_requests += 1
