@@ -136,7 +136,8 @@ async def _demo(args: argparse.Namespace, workdir: Path, console: Console) -> tu
         raise ConfigError(str(exc)) from None
     relays, robot_toml, console_toml = link.relays, link.robot_toml, link.console_toml
     robot_report = workdir / "robot.json"
-    robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, ["--no-video"]),
+    video = [] if args.robot_checks else ["--no-video"]  # the video check needs the endoscope streaming
+    robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, video),
                              stdout=None if args.verbose else subprocess.DEVNULL,
                              stderr=None if args.verbose else subprocess.DEVNULL)
     try:

@@ -180,12 +180,20 @@ async def _check_estop(site: RobotSite, message: dict[str, Any]) -> dict[str, An
 
 
 async def _check_video(site: RobotSite, message: dict[str, Any]) -> dict[str, Any]:
+    """The robot side of the video check: is the endoscope streaming? The console side decodes and
+    judges fps and capture-to-decoded latency (qualify/runner.py)."""
     if getattr(site, "video", None) is None:
         reason = "video disabled in robot.toml or --no-video" if not site.want_video else \
-            "the robot site has no video sender running (telesurg.apps.robot_video unavailable)"
+            "the robot site has no video sender running"
         return _result("video", "not_run", reason)
-    return _result("video", "not_run", "the robot streams video, but console-side decoding is not part of "
-                   "qualify yet", sender=site.video.report())
+    seconds = float(message.get("seconds", 3.0))
+    before = site.video.report()
+    await asyncio.sleep(seconds)
+    after = site.video.report()
+    sent = after["payloads"] - before["payloads"]
+    status = "pass" if sent > 0 and after["process_alive"] else "fail"
+    return _result("video", status, f"{sent} video payloads sent in {seconds:.0f} s", payloads=sent,
+                   mbps=round(8 * (after["bytes"] - before["bytes"]) / seconds / 1e6, 3))
 
 
 CHECKS = {"homing": _check_homing, "sweep": _check_sweep, "watchdog": _check_watchdog, "estop": _check_estop,

@@ -46,6 +46,7 @@ class Plan:
     video_kbps: float = 2500.0
     failover: bool = True
     robot_checks: bool = False
+    video_check_s: float = 4.0
     reply_timeout_s: float = 1.0
     watchdog_limit_ms: float = 60.0  # the robot judges its own hold reaction against this
 
@@ -59,6 +60,8 @@ class QualifyClient:
         self.endpoint = LinkEndpoint.from_config(link, is_client=True, on_message=self._on_message,
                                                  on_event=self._on_event)
         self.endpoint.core.record_probe_outcomes()
+        self.video_config = config.video
+        self.video: Any = None  # a ConsoleVideo while the video check runs
         self.session = Session()
         self.malformed = 0
         self.arm_poses: dict[int, Any] = {}
@@ -69,6 +72,10 @@ class QualifyClient:
     # -- link callbacks ------------------------------------------------------------------------------
     def _on_message(self, event: MessageReceived) -> None:
         kind = event.payload[:1]
+        if event.msg_class is MessageClass.VIDEO and kind != bytes([MessageType.QUALIFY]):
+            if self.video is not None:
+                self.video.on_datagram(event.payload)
+            return
         if kind == bytes([MessageType.QUALIFY]):
             try:
                 reply = protocol.decode(event.payload)
@@ -172,6 +179,24 @@ class QualifyClient:
         except TimeoutError:
             return {"check": check, "status": "error", "detail": f"no answer from the robot in {timeout:.0f} s",
                     "figures": {}}
+
+    async def watch_video(self, seconds: float) -> dict[str, Any]:
+        """Decode the robot's endoscope stream for `seconds` (no window) and return what a surgeon got."""
+        from telesurg.apps.console_video import ConsoleVideo
+
+        self.video = ConsoleVideo(self.video_config, self.endpoint, display=False)
+        try:
+            await asyncio.sleep(seconds)
+            report = self.video.report()
+        finally:
+            self.video.close()
+            self.video = None
+        eyes = max(1, len(report.get("eyes", {})))
+        return {"fps": round(report["frames_displayed"] / eyes / seconds, 2),
+                "latency_p50_ms": round(report["latency_ms"]["p50"], 2),
+                "latency_p99_ms": round(report["latency_ms"]["p99"], 2),
+                "frames_displayed": report["frames_displayed"], "frames_dropped": report["frames_dropped"],
+                "freezes": report["freezes"], "bitrate_mbps": round(report["bitrate_mbps"], 3)}
 
     async def hold_still_commands(self, seconds: float, rate_hz: float) -> int:
         """Aligned, motionless servo commands at the tools' measured poses (engage + re-engage flags), then
@@ -293,7 +318,15 @@ async def _robot_checks(client: QualifyClient, plan: Plan, say: Callable[[str], 
     checks: dict[str, Any] = {}
     for name in ROBOT_CHECKS:
         say(f"robot check: {name}")
-        if name == "watchdog":
+        if name == "video":
+            robot_side = asyncio.create_task(client.robot_check("video", seconds=plan.video_check_s))
+            seen = await client.watch_video(plan.video_check_s)
+            result = await robot_side
+            if result.get("status") == "pass":
+                result["figures"].update(seen)
+                if seen["frames_displayed"] == 0:
+                    result["status"], result["detail"] = "fail", "the robot streams, but no frame was decoded here"
+        elif name == "watchdog":
             pending = asyncio.create_task(client.robot_check("watchdog", limit_ms=plan.watchdog_limit_ms))
             await asyncio.sleep(0.2)  # the request travels first, so the robot counts holds from before
             sent = await client.hold_still_commands(1.5, plan.control_hz)

@@ -40,6 +40,10 @@ class Thresholds(BaseModel):
     watchdog_hold_ms: float = Field(60.0, gt=0, description="last command to hold: 50 ms + servo period + scheduling")
     estop_ms: float = Field(20.0, gt=0, description="e-stop request to every arm in FAULT, robot clock")
     homing_s: float = Field(30.0, gt=0)
+    video_min_fps: float = Field(10.0, gt=0, description="decoded endoscope frames per second per eye")
+    video_latency_p99_ms: float = Field(
+        250.0, gt=0, description="capture→decoded incl. one-way path delay (~100 ms path + codec/display 40-50 ms, "
+                                 "Edge MP1000; 300 ms RTT alarm)")
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:

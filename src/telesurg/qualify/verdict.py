@@ -39,6 +39,11 @@ def _upper(name: str, measured: float, alarm: float, unit: str, warn: float | No
     return Criterion(name, round(float(measured), 3), alarm, unit, status, detail)
 
 
+def _lower(name: str, measured: float, minimum: float, unit: str, detail: str = "") -> Criterion:
+    """Higher is better: no-go below `minimum`."""
+    return Criterion(name, round(float(measured), 3), minimum, unit, NO_GO if measured < minimum else GO, detail)
+
+
 def judge(figures: dict[str, Any], t: Thresholds) -> list[Criterion]:
     out: list[Criterion] = []
     network = figures.get("network")
@@ -103,6 +108,11 @@ def _robot_criteria(robot: dict[str, Any], t: Thresholds) -> list[Criterion]:
                               detail=detail))
         elif name == "estop" and figs.get("reaction_ms") is not None:
             out.append(_upper("robot check estop: reaction", figs["reaction_ms"], t.estop_ms, "ms", detail=detail))
+        elif name == "video" and "fps" in figs:
+            out.append(_lower("robot check video: frame rate per eye", figs["fps"], t.video_min_fps, "fps",
+                              detail=detail))
+            out.append(_upper("robot check video: capture→decoded p99 (incl. path)", figs["latency_p99_ms"],
+                              t.video_latency_p99_ms, "ms", detail=detail))
         elif name == "homing" and figs.get("homing_s") is not None:
             out.append(_upper("robot check homing: time", figs["homing_s"], t.homing_s, "s", detail=detail))
         else:
