@@ -10,6 +10,7 @@ active alarms, most severe first.
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass, field
 
 from rich.console import Console, Group, RenderableType
@@ -105,18 +106,36 @@ def render_text(snap: StatusSnapshot, width: int = 120) -> str:
 
 
 class LiveStatus:
-    """Thin driver: a rich `Live` display refreshed by the app with new snapshots (a few Hz is plenty)."""
+    """Thin driver around `rich.live.Live`: `update(snapshot)` only stores the snapshot; a thread of its own
+    renders and redraws a few times a second. The caller (the link's event loop) must never wait for a
+    redraw: rich renders under a lock for ~13 ms, and a loop blocked behind it stops sending commands."""
 
     def __init__(self, console: Console | None = None, refresh_per_second: float = 4.0) -> None:
-        self._live = Live(Text("starting…"), console=console, refresh_per_second=refresh_per_second,
-                          transient=False)
+        self._live = Live(Text("starting…"), console=console, auto_refresh=False, transient=False)
+        self._period = 1.0 / refresh_per_second
+        self._latest: StatusSnapshot | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status-display", daemon=True)
 
     def __enter__(self) -> LiveStatus:
         self._live.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self._redraw()
         self._live.stop()
 
     def update(self, snap: StatusSnapshot) -> None:
-        self._live.update(render_status(snap))
+        self._latest = snap
+
+    def _redraw(self) -> None:
+        snap = self._latest
+        if snap is not None:
+            self._live.update(render_status(snap), refresh=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            self._redraw()
