@@ -65,3 +65,14 @@ def test_init_robot_console_and_a_refused_console(tmp_path: Path, contract_check
     assert robot_data["safety"]["violations"] == 0
     assert robot_data["commands"]["applied"] > 0.8 * console_data["commands"]["sent"] > 1000
     assert set(console_data["paths"]) == {"a", "b"}
+
+
+def test_bad_profile_and_config_give_one_line_errors(tmp_path: Path) -> None:
+    demo = telesurg("demo", "--profile", "mars", timeout=60)
+    assert demo.returncode == 2 and "shanghai-casablanca" in demo.stdout and "Traceback" not in demo.stderr
+    bad = tmp_path / "robot.toml"
+    bad.write_text('[site]\nname = "r"\n[link]\nidentity_cert = "a"\nidentity_key = "b"\npeer_certs = ["c"]\n'
+                   '[[link.paths]]\nname = "a"\nlocal = "127.0.0.1"\n')
+    robot = telesurg("robot", "--config", str(bad), timeout=60)
+    assert robot.returncode == 2
+    assert "link.paths.0.local: expected host:port" in robot.stdout and "Traceback" not in robot.stderr

@@ -25,6 +25,7 @@ from typing import Any
 from telesurg.apps.common import write_report
 from telesurg.apps.emulated import site_command, start_emulated_link
 from telesurg.link.driver import install_uvloop
+from telesurg.netem.errors import NetemConfigError
 from telesurg.netem.profiles import load_profile
 from telesurg.netem.relay import start_scenario
 from telesurg.netem.scenario import load_scenario
@@ -168,6 +169,13 @@ def run(args: argparse.Namespace) -> int:
     if args.live is None:
         args.live = sys.stdout.isatty()
     install_uvloop()
+    try:  # fail fast, in one line, on a bad profile or scenario before any process starts
+        load_profile(args.profile)
+        if args.scenario:
+            load_scenario(args.scenario)
+    except (NetemConfigError, OSError, ValueError) as exc:
+        print(f"telesurg demo: {exc}")
+        return 2
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="telesurg-demo-")))
         report = asyncio.run(_run(args, workdir))
