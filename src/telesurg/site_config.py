@@ -86,15 +86,19 @@ def format_validation_error(source: str, error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_config(path: Path | str, model: type[Model]) -> Model:
-    """Read and validate a site file; raise ConfigError with a one-line, field-naming message."""
+def load_config(path: Path | str, model: type[Model], *, table: str | None = None,
+                missing_hint: str = "create a site pair with `telesurg init DIR`") -> Model:
+    """Read and validate a TOML file (or its `[table]`, when present); raise ConfigError with a one-line,
+    field-naming message."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (create a site pair with `telesurg init DIR`)") from None
+        raise ConfigError(f"{path}: no such file ({missing_hint})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if table is not None and isinstance(raw.get(table), dict):
+        raw = raw[table]
     try:
         return model.model_validate(_resolve_paths(raw, path.parent))
     except ValidationError as exc:

@@ -11,10 +11,11 @@ Watchdog: hold 50 ms after the last valid command (DESIGN §4), plus one servo p
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from telesurg.site_config import ConfigError, load_config
 
 
 class ThresholdError(ValueError):
@@ -58,17 +59,7 @@ def load_thresholds(path: Path | str | None) -> Thresholds:
     """Defaults, or a TOML file of overrides (top level, or under a [qualify] table)."""
     if path is None:
         return Thresholds()
-    path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ThresholdError(f"{path}: no such thresholds file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ThresholdError(f"{path}: not valid TOML: {exc}") from None
-    raw = raw.get("qualify", raw)
-    try:
-        return Thresholds.model_validate(raw)
-    except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
-                    for e in exc.errors()]
-        raise ThresholdError(f"{path}: " + "; ".join(problems)) from None
+        return load_config(path, Thresholds, table="qualify", missing_hint="no such thresholds file")
+    except ConfigError as exc:
+        raise ThresholdError(str(exc)) from None
