@@ -12,6 +12,7 @@ from telesurg.messages import (
     FLAG_ENGAGED,
     ArmTelemetry,
     DecodeError,
+    ServoBundle,
     ServoCommand,
     Telemetry,
     decode,
@@ -58,3 +59,22 @@ def test_non_finite_and_bad_arm_are_rejected():
         decode(good[:-1])
     with pytest.raises(DecodeError, match="version"):
         decode(bytes([good[0], 99]) + good[2:])
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2**64 - 1), finite), min_size=1, max_size=8))
+def test_servo_bundle_round_trips(items):
+    bundle = ServoBundle(tuple(ServoCommand(arm, seq, t, (0.1, 0.2, 0.3), (1, 0, 0, 0), 0.4) for arm, seq, t in items))
+    assert decode(bundle.encode()) == bundle
+
+
+def test_bad_bundles_are_rejected_by_reason():
+    one = ServoCommand(0, 1, 0.0, (0, 0, 0), (1, 0, 0, 0), 0.0)
+    good = ServoBundle((one, one)).encode()
+    with pytest.raises(DecodeError, match="length"):
+        decode(good[:-1])
+    with pytest.raises(DecodeError, match="bundle_count"):
+        decode(bytes([good[0], good[1], 0]))
+    telemetry = Telemetry(0.0, 0, ()).encode()
+    smuggled = bytes([good[0], good[1], 1]) + telemetry + bytes(len(one.encode()) - len(telemetry))
+    with pytest.raises(DecodeError):
+        decode(smuggled)

@@ -20,6 +20,7 @@ class MessageType(enum.IntEnum):
     SERVO_CP = 1
     TELEMETRY = 2
     QUALIFY = 3  # pre-operative test traffic (qualify/): the robot answers it and never moves for it
+    SERVO_BUNDLE = 4  # one servo period's commands for several arms in one datagram
 
 
 class ArmId(enum.IntEnum):
@@ -104,7 +105,25 @@ class Telemetry:
         return head + body
 
 
-def decode(payload: bytes) -> ServoCommand | Telemetry:
+# type, version, count; then `count` ServoCommand encodings back to back
+_BUNDLE_HEAD = struct.Struct("!BBB")
+MAX_BUNDLE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ServoBundle:
+    """The commands of one console period for all its arms, sent as one link message: half the
+    datagrams (and AEAD, relay and receive work) of one message per arm, and both arms' commands
+    arrive together or not at all. Each command keeps its own per-arm `cmd_seq`."""
+
+    commands: tuple[ServoCommand, ...]
+
+    def encode(self) -> bytes:
+        return _BUNDLE_HEAD.pack(MessageType.SERVO_BUNDLE, WIRE_VERSION, len(self.commands)) + b"".join(
+            c.encode() for c in self.commands)
+
+
+def decode(payload: bytes) -> ServoCommand | ServoBundle | Telemetry:
     """Decode one application payload; raise DecodeError (never anything else) on malformed input."""
     if len(payload) < 2:
         raise DecodeError("truncated")
@@ -121,6 +140,22 @@ def decode(payload: bytes) -> ServoCommand | Telemetry:
         if arm > max(ArmId):
             raise DecodeError("arm")
         return ServoCommand(arm, seq, t_sent, (x, y, z), (qw, qx, qy, qz), jaw, flags)
+    if kind == MessageType.SERVO_BUNDLE:
+        if len(payload) < _BUNDLE_HEAD.size:
+            raise DecodeError("truncated")
+        count = payload[2]
+        if not 1 <= count <= MAX_BUNDLE:
+            raise DecodeError("bundle_count")
+        if len(payload) != _BUNDLE_HEAD.size + count * _SERVO.size:
+            raise DecodeError("length")
+        commands = []
+        for i in range(count):
+            start = _BUNDLE_HEAD.size + i * _SERVO.size
+            command = decode(payload[start:start + _SERVO.size])
+            if not isinstance(command, ServoCommand):
+                raise DecodeError("bundle_content")
+            commands.append(command)
+        return ServoBundle(tuple(commands))
     if kind == MessageType.TELEMETRY:
         if len(payload) < _TELEM_HEAD.size:
             raise DecodeError("truncated")

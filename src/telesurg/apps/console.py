@@ -32,7 +32,16 @@ from telesurg.console.inputs import MasterInput, ScriptedSurgeonInput, ScriptedT
 from telesurg.console.status import LiveStatus, render_text, snapshot_from
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, PathStateChanged
-from telesurg.messages import FLAG_ENGAGED, FLAG_REENGAGE, ArmId, DecodeError, ServoCommand, Telemetry, decode
+from telesurg.messages import (
+    FLAG_ENGAGED,
+    FLAG_REENGAGE,
+    ArmId,
+    DecodeError,
+    ServoBundle,
+    ServoCommand,
+    Telemetry,
+    decode,
+)
 from telesurg.robot.safety_types import SupervisorState
 from telesurg.robot.servo import DeadlineLoop
 from telesurg.site_config import ConfigError, ConsoleSiteConfig, load_config
@@ -110,9 +119,8 @@ class ConsoleSite:
         if not self.endpoint.established:
             self.send_failed += len(commands)
             return
-        for cmd in commands:
-            if self.endpoint.send(MessageClass.CONTROL, cmd.encode()) is None:
-                self.send_failed += 1
+        if self.endpoint.send(MessageClass.CONTROL, ServoBundle(tuple(commands)).encode()) is None:
+            self.send_failed += len(commands)
 
     # -- command thread ----------------------------------------------------------------------------
     def _tick(self, now: float) -> None:

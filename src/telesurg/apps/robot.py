@@ -27,7 +27,7 @@ from telesurg.apps.common import (
 )
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, SessionEventReceived
-from telesurg.messages import DecodeError, MessageType, ServoCommand, Telemetry, decode
+from telesurg.messages import DecodeError, MessageType, ServoBundle, ServoCommand, Telemetry, decode
 from telesurg.robot.local_console import LocalConsole
 from telesurg.robot.servo import ServoConfig, ServoLoop
 from telesurg.robot.sim import SimDriver
@@ -77,11 +77,17 @@ class RobotSite:
         except DecodeError as exc:
             self.malformed[str(exc)] += 1
             return
-        if not isinstance(message, ServoCommand):
+        if isinstance(message, ServoCommand):
+            commands: tuple[ServoCommand, ...] = (message,)
+        elif isinstance(message, ServoBundle):
+            commands = message.commands
+        else:
             self.malformed["unexpected_type"] += 1
             return
-        self.delivered += 1
-        self.servo.submit(message, self.peer, event.seq, self.endpoint.core.clock_offset())
+        offset = self.endpoint.core.clock_offset()
+        for command in commands:
+            self.delivered += 1
+            self.servo.submit(command, self.peer, event.seq, offset)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
