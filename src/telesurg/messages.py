@@ -8,6 +8,7 @@ authenticated by the link's AEAD; the robot still re-checks every value (see rob
 from __future__ import annotations
 
 import enum
+import math
 import struct
 from dataclasses import dataclass
 
@@ -135,7 +136,7 @@ def decode(payload: bytes) -> ServoCommand | ServoBundle | Telemetry:
             raise DecodeError("length")
         _, _, arm, flags, seq, t_sent, x, y, z, qw, qx, qy, qz, jaw = _SERVO.unpack(payload)
         values = (t_sent, x, y, z, qw, qx, qy, qz, jaw)
-        if not all(np.isfinite(values)):
+        if not all(map(math.isfinite, values)):  # math, not numpy: ~10x cheaper on 9 floats
             raise DecodeError("non-finite")
         if arm > max(ArmId):
             raise DecodeError("arm")

@@ -203,7 +203,9 @@ class ConsoleSite:
         except ImportError as exc:
             log.warning("video disabled: %s", exc)
             return
-        headless = os.environ.get("SDL_VIDEODRIVER") == "dummy"  # nobody to show it to: decode and measure only
+        headless = os.environ.get("SDL_VIDEODRIVER") in ("dummy", "offscreen") or (
+            sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
+        # headless: nobody to show it to, so decode and measure only (composing pictures costs a core share)
         self.video = ConsoleVideo(self.config.video, self.endpoint, display=not headless)
 
     def _observe(self, status: LiveStatus | None) -> None:
