@@ -153,3 +153,15 @@ def test_live_status_updates_a_terminal_console():
         live.update(StatusSnapshot(1.0, path_rows({"fibre": Path(rtt_ms=87.5)}, 1.0), one_way_ms=44.0))
     text = console.export_text()
     assert "87.5" in text and "command one-way delay 44.0 ms" in text
+
+
+def test_live_status_in_its_own_process_draws_the_snapshots_it_is_sent(capfd):
+    import time
+
+    from telesurg.console.status import LiveStatus, StatusSnapshot, path_rows
+
+    with LiveStatus(refresh_per_second=20) as live:
+        live.update(StatusSnapshot(1.0, path_rows({"fibre": Path(rtt_ms=87.5)}, 1.0), one_way_ms=44.0))
+        time.sleep(0.2)
+    out = capfd.readouterr().out  # the display process writes to the same terminal (fd 1)
+    assert "87.5" in out and "fibre" in out

@@ -9,9 +9,12 @@ active alarms, most severe first.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import multiprocessing
 import threading
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -106,36 +109,84 @@ def render_text(snap: StatusSnapshot, width: int = 120) -> str:
 
 
 class LiveStatus:
-    """Thin driver around `rich.live.Live`: `update(snapshot)` only stores the snapshot; a thread of its own
-    renders and redraws a few times a second. The caller (the link's event loop) must never wait for a
-    redraw: rich renders under a lock for ~13 ms, and a loop blocked behind it stops sending commands."""
+    """Thin driver around `rich.live.Live`; `update(snapshot)` only hands the snapshot over and never waits.
+
+    Rendering rich tables is ~13 ms of pure Python per redraw. In the console process that work competes
+    for the GIL with the link's event loop, which gives the GIL up at every socket call and then waits up
+    to a switch interval to get it back (the convoy effect): measured on 2 cores, the live display alone
+    turned a run with no hold into one with a watchdog hold every couple of seconds. So by default the
+    display runs in a process of its own, fed snapshots through a pipe. With an explicit `console` (tests,
+    embedding) it renders on a thread instead.
+    """
 
     def __init__(self, console: Console | None = None, refresh_per_second: float = 4.0) -> None:
-        self._live = Live(Text("starting…"), console=console, auto_refresh=False, transient=False)
         self._period = 1.0 / refresh_per_second
+        self._console = console
         self._latest: StatusSnapshot | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="status-display", daemon=True)
+        self._thread: threading.Thread | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
 
     def __enter__(self) -> LiveStatus:
-        self._live.start()
-        self._thread.start()
+        if self._console is None:
+            context = multiprocessing.get_context("spawn")
+            self._conn, child = context.Pipe(duplex=False)[::-1]
+            self._process = context.Process(target=_display_process, args=(child, self._period),
+                                            name="telesurg-status", daemon=True)
+            self._process.start()
+            child.close()
+        else:
+            self._thread = threading.Thread(target=self._run, name="status-display", daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(2.0)
-        self._redraw()
-        self._live.stop()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+            if self._process is not None:
+                self._process.join(3.0)
+                if self._process.is_alive():
+                    self._process.kill()
+            self._conn.close()
 
     def update(self, snap: StatusSnapshot) -> None:
-        self._latest = snap
-
-    def _redraw(self) -> None:
-        snap = self._latest
-        if snap is not None:
-            self._live.update(render_status(snap), refresh=True)
+        if self._conn is not None:
+            with contextlib.suppress(OSError):  # a closed display must never stop the console
+                self._conn.send(snap)
+        else:
+            self._latest = snap
 
     def _run(self) -> None:
-        while not self._stop.wait(self._period):
-            self._redraw()
+        with Live(Text("starting…"), console=self._console, auto_refresh=False, transient=False) as live:
+            while True:
+                stopping = self._stop.wait(self._period)
+                if self._latest is not None:
+                    live.update(render_status(self._latest), refresh=True)
+                if stopping:
+                    return
+
+
+def _display_process(conn: Connection, period: float) -> None:
+    """Child process: redraw the newest snapshot at most once per `period`; a None means draw and stop."""
+    latest: StatusSnapshot | None = None
+    stopping = False
+    with Live(Text("starting…"), auto_refresh=False, transient=False) as live:
+        while not stopping:
+            try:
+                while conn.poll(period if latest is None else 0):  # drain: only the newest snapshot matters
+                    item = conn.recv()
+                    if item is None:
+                        stopping = True
+                        break
+                    latest = item
+            except EOFError:
+                stopping = True
+            if latest is not None:
+                live.update(render_status(latest), refresh=True)
+            if not stopping:
+                conn.poll(period)
