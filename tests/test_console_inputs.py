@@ -187,3 +187,14 @@ def test_shipped_example_drives_the_core_with_clutch_window():
             if cmd.clutch:
                 clutched_at.append(now)
     assert clutched_at and min(clutched_at) >= 2.0 and max(clutched_at) < 2.5 + 0.002
+
+
+def test_scripted_task_freezes_while_the_robot_holds_and_finishes_later():
+    task = ScriptedTaskInput(LinePlan(), 0.2, start_time=0.0, lead_in_s=0.0)
+    assert task.sample(1.0).arms[ArmId.PSM1].position == task.sample(1.0).arms[ArmId.PSM1].position
+    task.hold(0.8)  # the last command the robot applied was sent at 0.8 s
+    frozen = task.sample(1.5).arms[ArmId.PSM1].position
+    assert task.sample(3.0).arms[ArmId.PSM1].position == frozen and not task.done(3.0)
+    task.release(3.0)  # following again: the task resumes from 0.8 s of task time
+    assert task.task_time(3.0) == pytest.approx(0.8)
+    assert not task.done(4.1) and task.done(4.2 + 1e-9)

@@ -53,7 +53,7 @@ def test_demo_moves_a_ring_over_the_shanghai_casablanca_profile(tmp_path, contra
     assert report["profile"] == "shanghai-casablanca"
     assert report["safety"]["violations"] == 0
     assert c["duplicates_applied"] == 0 and c["out_of_order_applied"] == 0
-    assert c["sent"] > 10_000 and c["applied"] > 0.9 * c["sent"]
+    assert c["sent"] > 10_000 and c["applied"] > 0.75 * c["sent"]  # commands during a hold are not applied
     # both paths would have to lose the same command: at 0.01 % x 0.1 % that is ~0 in 20 s
     assert c["lost"] <= 1
     assert report["task"]["rings_moved"] >= 1

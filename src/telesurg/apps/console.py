@@ -89,6 +89,7 @@ class ConsoleSite:
         self.malformed = 0
         self.send_failed = 0
         self.finishing = False
+        self.stop_when_done = False  # a scripted task ends the session once performed (holds extend it)
         self.following_at: float | None = None
         self.following_file: Path | None = None  # touched when every arm first follows (demo scenarios)
 
@@ -179,9 +180,15 @@ class ConsoleSite:
             if status is not None:
                 status.__enter__()
             deadline = None if duration is None else self.started_at + duration
+            done_at: float | None = None
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 await wait_stop(stop, 0.25)
                 self._observe(status)
+                master = self.core.master
+                if self.stop_when_done and isinstance(master, ScriptedTaskInput) and master.done(time.monotonic()):
+                    done_at = done_at or time.monotonic()
+                    if time.monotonic() - done_at >= SETTLE_S:
+                        break
             self.finishing = True
             await asyncio.sleep(DISENGAGE_S)
         finally:
@@ -279,8 +286,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"telesurg console: {exc}")
         return 2
+    # a scripted task runs until performed (time spent in holds extends it), within a generous cap
     duration = args.duration if args.duration is not None else (
-        None if script_s is None else script_s + SETTLE_S)
+        None if script_s is None else 2 * script_s + 30.0)
     install_uvloop()
 
     async def main() -> dict[str, Any]:
@@ -288,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
         install_stop_signals(stop)
         site = ConsoleSite(config, master, video=False if args.no_video else None)
         site.following_file = args.following_file
+        site.stop_when_done = args.duration is None
         return await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty(),
                               connect_timeout=args.connect_timeout)
 

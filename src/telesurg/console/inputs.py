@@ -163,6 +163,11 @@ class ScriptedTaskInput:
             self._start = now - self._lead_in - self._held_at
             self._held_at = None
 
+    def done(self, now: float) -> bool:
+        """The whole task has been performed (time spent holding does not count)."""
+        return self._start is not None and self._held_at is None and not self._loop and \
+            self.task_time(now) >= self._trajectory.duration
+
     def task_time(self, now: float) -> float:
         if self._start is None:
             self._start = now
