@@ -63,7 +63,8 @@ def test_init_robot_console_and_a_refused_console(tmp_path: Path, contract_check
     assert robot_data["security"]["rejected"].get("not_allowed", 0) >= 1
     assert robot_data["link"]["peer"] == "console"
     assert robot_data["safety"]["violations"] == 0
-    assert robot_data["commands"]["applied"] > 0.8 * console_data["commands"]["sent"] > 1000
+    # most commands are applied (those sent while the arms align at the start, or during a hold, are not)
+    assert robot_data["commands"]["applied"] > 0.6 * console_data["commands"]["sent"] > 1000
     assert set(console_data["paths"]) == {"a", "b"}
 
 
