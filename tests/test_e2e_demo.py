@@ -94,7 +94,8 @@ both = { delay_ms = 82.5, jitter_ms = 3.0 }
     changes = [(e["path"], e["new"]) for e in report["path_events"]]
     assert ("a", "down") in changes and changes.index(("a", "down")) < len(changes) - 1
     assert ("a", "up") in changes[changes.index(("a", "down")):]
-    assert report["paths"]["a"]["relay"]["forward"]["dropped_down"] > 2000  # the cut really dropped traffic
+    # the cut really dropped traffic: ~1 bundle per ms (both arms in one datagram) for 3 s, less skipped periods
+    assert report["paths"]["a"]["relay"]["forward"]["dropped_down"] > 1000
 
 
 def test_cutting_both_paths_holds_within_the_watchdog_and_resumes_only_on_reengage(tmp_path, contract_checker):
