@@ -7,6 +7,8 @@ caller sends every frame on every path, so one dead path never stalls it; volume
 
 from __future__ import annotations
 
+import itertools
+
 CHUNK = 1100  # bytes of stream per frame, leaves room for headers under the path MTU
 RECV_WINDOW = 1024  # frames buffered out of order before later ones are dropped (they are resent)
 SACK_BITS = 64
@@ -79,8 +81,8 @@ class ReliableChannel:
         return out
 
     def next_timer(self) -> float | None:
-        due = [self._due(e) for i, e in enumerate(self._unacked.values()) if i < self._max_in_flight]
-        return min(due) if due else None
+        # only the in-flight window can be due; stop there (a backlog must not make every call O(backlog))
+        return min(map(self._due, itertools.islice(self._unacked.values(), self._max_in_flight)), default=None)
 
     # receiver -----------------------------------------------------------------------------------
     def on_data(self, seq: int, data: bytes) -> list[bytes]:
