@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from telesurg.link.driver import LinkEndpoint, install_uvloop
+from telesurg.link.driver import install_uvloop
 from telesurg.link.events import MessageClass, MessageReceived
-from telesurg.link.testing import make_pair
+from telesurg.link.testing import make_pair, start_loopback_pair
 
 STAMP = struct.Struct("!q")
 PAYLOAD_PAD = bytes(72)  # 8-byte timestamp + 72 = 80 bytes, a servo command's size
@@ -77,14 +77,8 @@ class Link:
         def on_message(event: MessageReceived) -> None:
             samples.append((time.perf_counter_ns() - STAMP.unpack_from(event.payload)[0]) / 1000.0)
 
-        local = {"a": ("127.0.0.1", 0), "b": ("127.0.0.1", 0)}
-        self.server = LinkEndpoint(server, local, {"a": None, "b": None}, on_message=on_message)
-        await self.server.start()
-        remotes = {p: self.server.local_address(p) for p in ("a", "b")}
-        self.client = LinkEndpoint(client, local, remotes)
-        await self.client.start()
-        await self.client.wait_established(5.0)
-        await self.server.wait_established(5.0)
+        self.client, self.server = await start_loopback_pair(
+            client, server, server_callbacks={"on_message": on_message})
 
     def send(self) -> None:
         self.client.send(MessageClass.CONTROL, STAMP.pack(time.perf_counter_ns()) + PAYLOAD_PAD)

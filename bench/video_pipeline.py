@@ -26,9 +26,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from telesurg.link.driver import LinkEndpoint, install_uvloop
+from telesurg.link.driver import install_uvloop
 from telesurg.link.events import Event, MessageClass, MessageReceived, SessionEventReceived
-from telesurg.link.testing import make_pair
+from telesurg.link.testing import make_pair, start_loopback_pair
 from telesurg.video import framecode
 from telesurg.video.codec import EncoderConfig, VideoDecoder, VideoEncoder
 from telesurg.video.link_driver import LoopReceiver, ThreadedCapture
@@ -83,7 +83,6 @@ async def run_case(width: int, height: int, fps: float, stereo: bool, seconds: f
 
     loop = asyncio.get_running_loop()
     client, server, _, _ = make_pair()
-    local = {"a": ("127.0.0.1", 0), "b": ("127.0.0.1", 0)}
     capture: ThreadedCapture | None = None
     rx: LoopReceiver | None = None
 
@@ -95,12 +94,9 @@ async def run_case(width: int, height: int, fps: float, stereo: bool, seconds: f
         if event.msg_class == MessageClass.VIDEO and rx is not None:
             rx.on_video(event.payload)
 
-    robot = LinkEndpoint(server, local, {"a": None, "b": None}, on_event=robot_event)
-    await robot.start()
-    consolep = LinkEndpoint(client, local, {p: robot.local_address(p) for p in ("a", "b")},
-                            on_message=on_video, on_event=lambda e: None)
-    await consolep.start()
-    await asyncio.gather(consolep.wait_established(5.0), robot.wait_established(5.0))
+    consolep, robot = await start_loopback_pair(
+        client, server, client_callbacks={"on_message": on_video, "on_event": lambda e: None},
+        server_callbacks={"on_event": robot_event})
     await asyncio.sleep(0.3)  # paths come UP
 
     metrics = VideoMetrics()

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from telesurg.link.driver import LinkEndpoint
 from telesurg.link.events import Event, MessageClass, MessageReceived, SessionEventReceived
-from telesurg.link.testing import make_pair
+from telesurg.link.testing import make_pair, start_loopback_pair
 from telesurg.video.codec import DecodedFrame, EncoderConfig
 from telesurg.video.link_driver import LoopReceiver, ThreadedCapture
 from telesurg.video.pipeline import VideoReceiver, VideoSender
@@ -22,7 +21,6 @@ W, H, FPS = 320, 180, 30.0
 async def _scenario() -> None:
     loop = asyncio.get_running_loop()
     client, server, _, _ = make_pair()
-    local = {"a": ("127.0.0.1", 0), "b": ("127.0.0.1", 0)}
     capture: ThreadedCapture | None = None
     rx: LoopReceiver | None = None
     blackout = [False]
@@ -36,12 +34,9 @@ async def _scenario() -> None:
         if event.msg_class == MessageClass.VIDEO and rx is not None:
             rx.on_video(event.payload)
 
-    robot = LinkEndpoint(server, local, {"a": None, "b": None}, on_event=robot_event)
-    await robot.start()
-    console = LinkEndpoint(client, local, {p: robot.local_address(p) for p in ("a", "b")}, on_message=on_video,
-                           on_event=lambda e: None)
-    await console.start()
-    await asyncio.gather(console.wait_established(5.0), robot.wait_established(5.0))
+    console, robot = await start_loopback_pair(
+        client, server, client_callbacks={"on_message": on_video, "on_event": lambda e: None},
+        server_callbacks={"on_event": robot_event})
 
     receiver = VideoReceiver(lambda f: shown.append((f, time.monotonic())),
                              lambda e: loop.call_soon_threadsafe(console.send_event, e), fps=FPS,

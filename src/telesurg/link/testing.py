@@ -1,10 +1,13 @@
-"""Helpers for tests and simulations: a matched client/server pair of cores, and a clock-skew wrapper."""
+"""Helpers for tests, benchmarks and simulations: a matched client/server pair of cores, the same pair
+on real loopback sockets, and a clock-skew wrapper."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from telesurg.link.core import LinkCore
+from telesurg.link.driver import LinkEndpoint
 from telesurg.link.keys import Identity, make_identity
 
 
@@ -18,6 +21,22 @@ def make_pair(path_names: tuple[str, ...] = ("a", "b"), *, client_name: str = "c
     server = LinkCore.in_memory(server_id, [client_id.cert_pem], is_client=False, path_names=path_names,
                                 seed=seed + 1, **tuning)
     return client, server, client_id, server_id
+
+
+async def start_loopback_pair(client: LinkCore, server: LinkCore, *, client_callbacks: dict[str, Any] | None = None,
+                              server_callbacks: dict[str, Any] | None = None,
+                              timeout: float = 5.0) -> tuple[LinkEndpoint, LinkEndpoint]:
+    """Both cores on real UDP sockets on 127.0.0.1 (an ephemeral port per path), the client dialling the
+    server; returns (client, server) endpoints once both sides report the session established.
+    The callbacks are `LinkEndpoint` keyword arguments (`on_message`, `on_event`)."""
+    local = {path: ("127.0.0.1", 0) for path in server.path_names}
+    server_end = LinkEndpoint(server, local, dict.fromkeys(server.path_names), **(server_callbacks or {}))
+    await server_end.start()
+    remotes = {path: server_end.local_address(path) for path in server.path_names}
+    client_end = LinkEndpoint(client, local, remotes, **(client_callbacks or {}))
+    await client_end.start()
+    await asyncio.gather(client_end.wait_established(timeout), server_end.wait_established(timeout))
+    return client_end, server_end
 
 
 class SkewedClock:
