@@ -66,7 +66,7 @@ def test_demo_moves_a_ring_over_the_shanghai_casablanca_profile(tmp_path, contra
     assert report["security"]["rejected"] == {}
 
 
-def test_cutting_one_path_loses_no_command(tmp_path, contract_checker):
+def test_cutting_one_path_loses_no_command(tmp_path, contract_checker, no_loss_profile):
     scenario = write_scenario(tmp_path / "cut-a.toml", """
 [[event]]
 at = 3.0
@@ -74,20 +74,8 @@ path = "a"
 action = "down"
 duration = 3.0
 """)
-    # the Shanghai-Casablanca delays without background loss: a command may then only be lost if the
-    # failover itself loses it (with 0.1 % loss on b, ~0.5 commands are expected to go in the 0.25 s
-    # before the link declares a DOWN and starts doubling control on the survivor)
-    profile = write_scenario(tmp_path / "no-loss.toml", """
-name = "shanghai-casablanca-no-loss"
-description = "test: delays of shanghai-casablanca, no random loss"
-[[path]]
-name = "a"
-both = { delay_ms = 52.5, jitter_ms = 0.5 }
-[[path]]
-name = "b"
-both = { delay_ms = 82.5, jitter_ms = 3.0 }
-""")
-    report, _ = run_demo(tmp_path, "--duration", "12", "--scenario", str(scenario), "--profile", str(profile))
+    report, _ = run_demo(tmp_path, "--duration", "12", "--scenario", str(scenario), "--profile",
+                         str(no_loss_profile))
     check_contract(contract_checker, tmp_path / "report.json")
     assert report["commands"]["lost"] == 0
     assert report["safety"]["violations"] == 0

@@ -81,24 +81,12 @@ def test_shanghai_casablanca_is_go_then_congested_is_no_go_with_history(tmp_path
     assert report["started"] in html_text and "NO-GO" in html_text
 
 
-def test_failover_drill_loses_nothing_and_robot_checks_run(tmp_path):
-    # the Shanghai-Casablanca delays without random loss: a command may then only be lost if the failover
-    # itself loses it (with b's 0.1 % loss ~0.25 commands are expected in the 0.25 s before DOWN is reported)
-    profile = tmp_path / "no-loss.toml"
-    profile.write_text("""
-name = "shanghai-casablanca-no-loss"
-[[path]]
-name = "a"
-both = { delay_ms = 52.5, jitter_ms = 0.5 }
-[[path]]
-name = "b"
-both = { delay_ms = 82.5, jitter_ms = 3.0 }
-""")
+def test_failover_drill_loses_nothing_and_robot_checks_run(tmp_path, no_loss_profile):
     limits = tmp_path / "limits.toml"
     # shared 2-vCPU VM: the servo thread can wait tens of ms behind the link thread for the GIL (see
     # tests/test_e2e_demo.py); the measured figure is reported, the limit here is loose
     limits.write_text("watchdog_hold_ms = 150.0\n")
-    code, report, stdout, _ = qualify(tmp_path / "out", "--profile", str(profile), "--robot-checks",
+    code, report, stdout, _ = qualify(tmp_path / "out", "--profile", str(no_loss_profile), "--robot-checks",
                                       "--thresholds", str(limits))
     failover = report["figures"]["failover"]
     assert failover["control"]["sent"] > 3000 and failover["control"]["lost_forward"] == 0
