@@ -184,9 +184,11 @@ def test_config_errors_are_clear() -> None:
 def test_deadline_grid_does_not_drift() -> None:
     ticks: list[float] = []
     loop = DeadlineLoop(0.002, ticks.append)
+    started = time.monotonic()
     loop.start()
     time.sleep(0.4)
     loop.stop()
+    grid_points_elapsed = (time.monotonic() - started) / 0.002
     assert not loop.running
     lateness = list(loop.stats.lateness_s)[: len(ticks)]
     deadlines = np.array(ticks[: len(lateness)]) - np.array(lateness)
@@ -196,7 +198,8 @@ def test_deadline_grid_does_not_drift() -> None:
     assert steps.min() >= 1 - 1e-6
     # grid points between the first and last wake are all either served or counted as skipped
     assert loop.stats.periods - 1 <= round(steps.sum()) <= loop.stats.periods + loop.stats.skipped - 1
-    assert 100 <= loop.stats.periods + loop.stats.skipped <= 201
+    # the grid covers the wall time the loop ran (start/stop themselves take time on a busy VM)
+    assert 100 <= loop.stats.periods + loop.stats.skipped <= grid_points_elapsed + 1
 
 
 def test_thread_runs_restores_switch_interval_and_holds_on_silence() -> None:
