@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,6 +31,9 @@ class VideoConfig(BaseModel):
     height: int = Field(360, ge=64, le=2160)
     fps: float = Field(15.0, gt=0, le=120)
     bitrate_kbps: int = Field(2500, ge=100, le=50000)
+    source: Literal["sim-endoscope", "test-pattern"] = Field(
+        "sim-endoscope", description="robot side: the simulated stereo endoscope, or a synthetic moving pattern "
+                                     "(tests the transport without the CPU renderer's cost)")
 
 
 class SiteInfo(BaseModel):

@@ -42,9 +42,10 @@ from telesurg.messages import (
     Telemetry,
     decode,
 )
+from telesurg.realtime import CONSOLE_LINK_PRIORITY, CONSOLE_TICKER_PRIORITY, request_realtime
 from telesurg.robot.safety_types import SupervisorState
 from telesurg.robot.servo import DeadlineLoop
-from telesurg.site_config import ConfigError, ConsoleSiteConfig, load_config
+from telesurg.site_config import ConfigError, ConsoleSiteConfig, VideoConfig, load_config
 
 log = logging.getLogger("telesurg.console")
 SETTLE_S = 2.0  # after a scripted task ends, keep holding the last pose this long before stopping
@@ -78,14 +79,16 @@ class ConsoleSite:
         self.path_events: list[dict[str, Any]] = []
         self.paths = PathRecorder()
         self.one_way_ms: list[float] = []
+        self.send_overhead_ms: list[float] = []
         self.want_video = config.video.enabled if video is None else video
         self.video: Any = None
         self._telemetry: collections.deque[Telemetry] = collections.deque(maxlen=4)
         self._ticker = DeadlineLoop(1.0 / config.console.rate_hz, self._tick, spin_s=0.0, name="console-tick",
-                                    realtime_priority=40)
+                                    realtime_priority=CONSOLE_TICKER_PRIORITY)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at: float | None = None
         self.peer: str | None = None
+        self.link_realtime = False
         self.malformed = 0
         self.send_failed = 0
         self.finishing = False
@@ -122,6 +125,9 @@ class ConsoleSite:
             return
         if self.endpoint.send(MessageClass.CONTROL, ServoBundle(tuple(commands)).encode()) is None:
             self.send_failed += len(commands)
+            return
+        # the console's share of the command delay: stamped on the ticker -> handed to the sockets
+        self.send_overhead_ms.append(1000.0 * (time.monotonic() - commands[0].t_sent))
 
     # -- command thread ----------------------------------------------------------------------------
     def _tick(self, now: float) -> None:
@@ -162,6 +168,7 @@ class ConsoleSite:
     async def run(self, duration: float | None, stop: asyncio.Event, *, live: bool,
                   connect_timeout: float = 15.0) -> dict[str, Any]:
         self._loop = asyncio.get_running_loop()
+        self.link_realtime = request_realtime(CONSOLE_LINK_PRIORITY)  # this thread runs the link's loop
         await self.endpoint.start()
         try:
             await asyncio.wait_for(self.endpoint.wait_established(), connect_timeout)
@@ -246,6 +253,7 @@ class ConsoleSite:
                          "sent_per_arm": {arm.name: n for arm, n in counters.sent.items()},
                          "not_sent": self.send_failed, "periods_skipped": counters.periods_skipped},
             "one_way_ms": percentiles(self.one_way_ms),
+            "send_overhead_ms": percentiles(self.send_overhead_ms),
             "holds_seen": self.core.holds,
             "arms": [{"arm": a.arm.name, "mode": str(a.mode), "robot_state": a.supervisor_state}
                      for a in self.core.arm_status()],
@@ -256,9 +264,13 @@ class ConsoleSite:
             "link": {"counters": dict(self.endpoint.core.counters), "peer": self.peer,
                      "clock_offset_s": self.endpoint.core.clock_offset()},
             "ticker": {**self._ticker.stats.summary(), "realtime": self._ticker.realtime},
+            "link_realtime": self.link_realtime,
         }
         if self.video is not None:
-            report["video"] = self.video.report()
+            report["video"] = video = self.video.report()
+            t0 = self.started_at or 0.0  # freeze times on the same clock as path_events and alarms
+            video["freeze_intervals"] = [{"eye": f["eye"], "from_s": round(f["from"] - t0, 3),
+                                          "to_s": round(f["to"] - t0, 3)} for f in video.get("freeze_intervals", [])]
         return report
 
 
@@ -270,6 +282,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, help="write a JSON report here on exit")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: end of script)")
     parser.add_argument("--no-video", action="store_true")
+    parser.add_argument("--video-fps", type=float, help="override [video] fps of the config (match the robot's)")
     parser.add_argument("--no-live", action="store_true", help="print a final status instead of a live one")
     parser.add_argument("--following-file", type=Path, help="write this file once every arm is following")
     parser.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to wait for the robot")
@@ -283,6 +296,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, ConsoleSiteConfig)
         master, script_s = make_input(args.script, config, args.rings)
+        if args.video_fps is not None:
+            config.video.fps = VideoConfig.model_validate({"fps": args.video_fps}).fps
     except (ConfigError, ValueError, OSError) as exc:
         print(f"telesurg console: {exc}")
         return 2

@@ -54,6 +54,15 @@ def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], consol
             "out_of_order_applied": int(rc.get("out_of_order_applied", 0)),
             "latency_ms": rc.get("latency_ms", {"p50": 0.0, "p99": 0.0, "max": 0.0}),
         },
+        # where a command's time goes besides the emulated path delay: the product's own shares
+        # (console: ticker stamp -> sockets; robot: handed up by the link -> judged and applied) and
+        # the emulator's lateness in releasing packets (a harness error, not the product's)
+        "overhead_ms": {
+            "console_send": console.get("send_overhead_ms"),
+            "robot_apply": rc.get("apply_overhead_ms"),
+            "relay_lateness": {name: relays.get(name, {}).get("departure_lateness_ms", {}).get("forward")
+                               for name in paths},
+        },
         "paths": paths,
         "path_events": console.get("path_events", []),
         "safety": robot.get("safety", {"violations": 0, "holds": [], "final_state": "UNKNOWN"}),
@@ -78,12 +87,15 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         raise SystemExit(f"telesurg demo: {exc}") from None
     relays, robot_toml, console_toml = link.relays, link.robot_toml, link.console_toml
     video = ["--no-video"] if args.no_video else []
+    if not video and args.video_fps is not None:
+        video = ["--video-fps", str(args.video_fps)]
+    robot_video = ["--no-video"] if args.no_video else [*video, "--video-source", args.video_source]
     robot_report, console_report = workdir / "robot.json", workdir / "console.json"
     for stale in (robot_report, console_report):  # never merge a previous run's figures
         stale.unlink(missing_ok=True)
     env = dict(os.environ)
     robot_log = (workdir / "robot.log").open("w")  # the robot's transition log; the terminal is the console's
-    robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, ["--seed", str(args.seed), *video]),
+    robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, ["--seed", str(args.seed), *robot_video]),
                              env=env, stdout=robot_log, stderr=subprocess.STDOUT)
     following_marker = workdir / "console.following"
     following_marker.unlink(missing_ok=True)
@@ -141,12 +153,20 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     for name, p in report["paths"].items():
         lines.append(f"path {name}: RTT p50 {p['rtt_ms']['p50']:.1f} ms p99 {p['rtt_ms']['p99']:.1f} ms, "
                      f"loss {p['loss_pct']:.2f} %, state changes {p['state_changes']}")
+    o = report.get("overhead_ms", {})
+    if o.get("console_send") and o.get("robot_apply"):
+        lines.append(f"software overhead p50/p99: console send {o['console_send']['p50']:.2f}/"
+                     f"{o['console_send']['p99']:.2f} ms, robot receive->apply {o['robot_apply']['p50']:.2f}/"
+                     f"{o['robot_apply']['p99']:.2f} ms")
     lines.append(f"safety: {s['violations']} violations, {len(s['holds'])} holds, final state {s['final_state']}")
     lines.append(f"task: {t['rings_moved']} rings moved ({t['time_s']:.1f} s)")
     if "video" in report:
         v = report["video"]
-        lines.append(f"video: {v['frames_displayed']}/{v['frames_captured']} frames, latency p50 "
-                     f"{v['latency_ms']['p50']:.1f} ms, {v['bitrate_mbps']:.2f} Mbps, freezes {v['freezes']}")
+        if v.get("latency_ms", {}).get("p50") is None:
+            lines.append("video: no picture reached the console (the robot and console logs say why)")
+        else:
+            lines.append(f"video: {v['frames_displayed']}/{v['frames_captured']} frames, latency p50 "
+                         f"{v['latency_ms']['p50']:.1f} ms, {v['bitrate_mbps']:.2f} Mbps, freezes {v['freezes']}")
     return lines
 
 
@@ -159,6 +179,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rings", type=int, default=6, help="rings the scripted surgeon moves (1-6)")
     parser.add_argument("--no-video", action="store_true", help="control path only")
+    parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"), default="sim-endoscope",
+                        help="what the endoscope stream shows (test-pattern: no CPU rendering)")
+    parser.add_argument("--video-fps", type=float, help="endoscope frame rate (default: the sites' 15 fps)")
     parser.add_argument("--workdir", type=Path, help="keep site files and reports here (default: a temp dir)")
     parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,

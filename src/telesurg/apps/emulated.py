@@ -18,6 +18,7 @@ from telesurg.apps.init import PATH_NAMES, write_site_pair
 from telesurg.netem.profiles import Profile
 from telesurg.netem.relay import PathRelay, run_profile_relays
 from telesurg.netem.scenario import Scenario
+from telesurg.realtime import EMULATOR_PRIORITY, request_realtime
 
 
 def free_udp_ports(count: int) -> list[int]:
@@ -60,7 +61,11 @@ class EmulatedLink:
 
 async def start_emulated_link(profile: Profile, workdir: Path, *, seed: int,
                               scenario: Scenario | None = None) -> EmulatedLink:
-    """Write the site pair into `workdir` and start one relay per path (console → relay → robot)."""
+    """Write the site pair into `workdir` and start one relay per path (console → relay → robot).
+
+    The calling thread (the one running the relays' event loop) asks for real-time scheduling: the
+    emulated WAN must not slow down because the two sites beside it keep the machine busy."""
+    request_realtime(EMULATOR_PRIORITY)
     if list(profile.path_names) != list(PATH_NAMES):
         raise ValueError(f"profile {profile.name} has paths {profile.path_names}; the local sites use {PATH_NAMES}")
     ports = free_udp_ports(6)

@@ -69,6 +69,7 @@ width = 640             # per eye; MuJoCo renders on the CPU here, so keep it mo
 height = 360
 fps = 15.0
 bitrate_kbps = 2500
+source = "sim-endoscope"  # or "test-pattern": a synthetic moving picture, no rendering cost
 """
 
 

@@ -28,14 +28,16 @@ from telesurg.apps.common import (
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, SessionEventReceived
 from telesurg.messages import DecodeError, MessageType, ServoBundle, ServoCommand, Telemetry, decode
+from telesurg.realtime import ROBOT_LINK_PRIORITY, request_realtime
 from telesurg.robot.local_console import LocalConsole
 from telesurg.robot.servo import ServoConfig, ServoLoop
 from telesurg.robot.sim import SimDriver
 from telesurg.robot.supervisor import Decision, SafetySupervisor
-from telesurg.site_config import ConfigError, RobotSiteConfig, load_config
+from telesurg.site_config import ConfigError, RobotSiteConfig, VideoConfig, load_config
 
 log = logging.getLogger("telesurg.robot")
 INSTRUMENT_ARMS = ("PSM1", "PSM2")
+RECEIVED_KEPT = 10_000
 
 
 class RobotSite:
@@ -57,11 +59,14 @@ class RobotSite:
         self.delivered = 0
         self.malformed = Counter[str]()
         self.latency_ms: list[float] = []
+        self.apply_overhead_ms: list[float] = []
+        self._received_at: dict[tuple[int, int], float] = {}
         self.peer: str | None = None
         self.started_at: float | None = None
         self.rings_moved = 0
         self.rings_time_s = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.link_realtime = False
 
     # -- link thread -----------------------------------------------------------------------------
     def _on_message(self, event: MessageReceived) -> None:
@@ -85,8 +90,12 @@ class RobotSite:
             self.malformed["unexpected_type"] += 1
             return
         offset = self.endpoint.core.clock_offset()
+        received_at = time.monotonic()
+        if len(self._received_at) > RECEIVED_KEPT:  # commands never judged (session ended): forget them
+            self._received_at.clear()
         for command in commands:
             self.delivered += 1
+            self._received_at[(command.arm, command.cmd_seq)] = received_at
             self.servo.submit(command, self.peer, event.seq, offset)
 
     def _on_event(self, event: Event) -> None:
@@ -142,8 +151,11 @@ class RobotSite:
 
     # -- servo thread ----------------------------------------------------------------------------
     def _on_decision(self, cmd: ServoCommand, decision: Decision, now: float, offset: float | None) -> None:
+        received_at = self._received_at.pop((cmd.arm, cmd.cmd_seq), None)
         if decision.accepted and offset is not None:
             self.latency_ms.append(1000.0 * (now - (cmd.t_sent - offset)))
+            if received_at is not None:  # the robot's share: handed up by the link -> judged and applied
+                self.apply_overhead_ms.append(1000.0 * (now - received_at))
 
     def _on_telemetry(self, telemetry: Telemetry) -> None:
         if self.video is not None:
@@ -159,6 +171,7 @@ class RobotSite:
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self, duration: float | None, stop: asyncio.Event) -> dict[str, Any]:
         self._loop = asyncio.get_running_loop()
+        self.link_realtime = request_realtime(ROBOT_LINK_PRIORITY)  # this thread runs the link's loop
         await self.endpoint.start()
         if self.want_video:  # before the servo thread, so its imports never stall a servo period
             self._start_video()
@@ -211,7 +224,8 @@ class RobotSite:
         rejected = dict(commands["rejected"])
         for reason, n in self.malformed.items():
             rejected[f"malformed_{reason}"] = n
-        commands.update(delivered=self.delivered, rejected=rejected, latency_ms=percentiles(self.latency_ms))
+        commands.update(delivered=self.delivered, rejected=rejected, latency_ms=percentiles(self.latency_ms),
+                        apply_overhead_ms=percentiles(self.apply_overhead_ms))
         report: dict[str, Any] = {
             "site": "robot",
             "duration_s": round(time.monotonic() - (self.started_at or time.monotonic()), 3),
@@ -222,6 +236,7 @@ class RobotSite:
             "paths": self.paths.report(),
             "task": {"rings_moved": self.rings_moved, "time_s": round(self.rings_time_s, 3)},
             "servo": self.servo.stats(),
+            "link_realtime": self.link_realtime,
         }
         if self.video is not None:
             report["video_sender"] = self.video.report()
@@ -234,6 +249,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (ring placement)")
     parser.add_argument("--no-video", action="store_true", help="do not stream the endoscope")
+    parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"),
+                        help="override [video] source of the config")
+    parser.add_argument("--video-fps", type=float, help="override [video] fps of the config")
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -242,6 +260,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, RobotSiteConfig)
     except ConfigError as exc:
+        print(f"telesurg robot: {exc}")
+        return 2
+    try:
+        overrides = {"source": args.video_source, "fps": args.video_fps}
+        config.video = VideoConfig.model_validate(
+            {**config.video.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    except ValueError as exc:
         print(f"telesurg robot: {exc}")
         return 2
     install_uvloop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing as mp
 import struct
 import threading
@@ -27,6 +28,7 @@ from telesurg.link.events import MessageClass
 from telesurg.site_config import VideoConfig
 from telesurg.video.control import is_video_control  # light (no codec): imported here, not on the hot path
 
+log = logging.getLogger("telesurg.robot.video")
 _LEN = struct.Struct("!I")
 _STOP = b"stop"
 VIDEO_NICENESS = 19  # the lowest share: pictures slow down before commands do
@@ -53,6 +55,9 @@ def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], se
     never the servo loop or the link (video is the first thing to give way, DESIGN.md section 2)."""
     import os
 
+    # one rasteriser thread: on a busy 2-core machine llvmpipe's worker threads wait on each other
+    # (a picture is as late as its most-delayed thread); single-threaded it is as fast here and steadier
+    os.environ.setdefault("LP_NUM_THREADS", "1")
     import mujoco
 
     os.nice(VIDEO_NICENESS)
@@ -60,14 +65,19 @@ def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], se
     from telesurg.robot.sim import SimDriver, StereoRenderer
     from telesurg.video.codec import EncoderConfig
     from telesurg.video.pipeline import VideoSender
-    from telesurg.video.sources import sim_endoscope
+    from telesurg.video.sources import TestPatternSource, sim_endoscope
 
     video = VideoConfig(**config)
     shm = SharedMemory(name=shm_name)
     qpos = np.ndarray((nq,), dtype=np.float64, buffer=shm.buf)
     driver = SimDriver(seed=seed)
-    renderer = StereoRenderer(driver, video.width, video.height)
-    eyes = sim_endoscope(renderer, video.width, video.height, video.fps)
+    renderer = None
+    if video.source == "test-pattern":  # the transport and codec path without the renderer's CPU cost
+        eyes: Any = [TestPatternSource(video.width, video.height, video.fps, seed=seed, eye_offset_px=offset)
+                     for offset in (0, 6)]
+    else:
+        renderer = StereoRenderer(driver, video.width, video.height)
+        eyes = sim_endoscope(renderer, video.width, video.height, video.fps)
     outbox: list[bytes] = []
 
     def flush() -> None:
@@ -85,8 +95,9 @@ def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], se
                 if message == _STOP:
                     return
                 sender.handle_event(message, time.monotonic())
-            driver.data.qpos[:] = qpos  # a torn read only misplaces a picture, never a motion
-            mujoco.mj_forward(driver.model, driver.data)
+            if renderer is not None:
+                driver.data.qpos[:] = qpos  # a torn read only misplaces a picture, never a motion
+                mujoco.mj_forward(driver.model, driver.data)
             sender.process(sender.capture(), time.monotonic())
             due += period
             wait = due - time.monotonic()
@@ -98,6 +109,8 @@ def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], se
         return
     finally:
         sender.close()
+        if renderer is not None:
+            renderer.close()
         shm.close()
 
 
@@ -121,6 +134,7 @@ class RobotVideo:
         self.payloads = 0
         self.bytes = 0
         self.keyframe_requests = 0
+        self._closing = False
 
     def start(self) -> None:
         self._process.start()
@@ -146,7 +160,10 @@ class RobotVideo:
                 if not self._loop.is_closed():
                     self._loop.call_soon_threadsafe(self._send, batch)
         except (EOFError, OSError):
-            return
+            if not self._closing:  # the operation goes on without a picture, but nobody may miss it
+                self._process.join(1.0)
+                log.error("endoscope video process stopped (exit code %s): no more video is sent; "
+                          "its traceback is above", self._process.exitcode)
 
     def _send(self, batch: list[bytes]) -> None:
         if not self._endpoint.established:
@@ -161,6 +178,7 @@ class RobotVideo:
                 "process_alive": self._process.is_alive()}
 
     def close(self) -> None:
+        self._closing = True
         with contextlib.suppress(BrokenPipeError, OSError):
             self._conn.send_bytes(_STOP)
         self._process.join(5.0)

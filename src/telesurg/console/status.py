@@ -149,7 +149,8 @@ class LiveStatus:
             with contextlib.suppress(OSError):
                 self._conn.send(None)
             if self._process is not None:
-                self._process.join(3.0)
+                # it draws the last snapshot, then stops; a loaded machine may still be starting it
+                self._process.join(10.0)
                 if self._process.is_alive():
                     self._process.kill()
             self._conn.close()

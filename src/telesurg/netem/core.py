@@ -166,13 +166,18 @@ class DirectionEmulator:
 
     def pop_due(self, now: float) -> list[bytes]:
         """Packets whose departure time is <= now, in departure order."""
-        out: list[bytes] = []
+        return [data for _, data in self.pop_due_timed(now)]
+
+    def pop_due_timed(self, now: float) -> list[tuple[float, bytes]]:
+        """(departure time, packet) for packets due by `now`: a real-clock driver measures its lateness."""
+        out: list[tuple[float, bytes]] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            out.append(heapq.heappop(heap)[2])
+            due, _, data = heapq.heappop(heap)
+            out.append((due, data))
         if out:
             self.stats.delivered += len(out)
-            self.stats.bytes_delivered += sum(len(p) for p in out)
+            self.stats.bytes_delivered += sum(len(p) for _, p in out)
         return out
 
     def next_time(self) -> float | None:

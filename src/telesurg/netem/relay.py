@@ -9,10 +9,14 @@ departure changes, so the per-packet cost is one emulator call and at most one t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 from telesurg.link.driver import enlarge_socket_buffers
 from telesurg.netem.core import DirectionEmulator, Impairment
@@ -21,6 +25,7 @@ from telesurg.netem.profiles import Profile
 from telesurg.netem.scenario import Scenario, ScenarioPlayer
 
 Address = tuple[str, int]
+LATENESS_KEPT = 200_000  # departures whose lateness is kept for the report (~1 min of control)
 
 
 @dataclass
@@ -35,6 +40,15 @@ class RelayCounters:
     send_errors: int = 0  # OSError from the socket (e.g. ICMP port unreachable from a dead target)
 
 
+def _lateness_ms(values: collections.deque[float]) -> dict[str, float | None]:
+    """How late the relay released packets against their emulated departure time (the harness's own error)."""
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    ms = np.asarray(values) * 1000.0
+    return {"p50": round(float(np.percentile(ms, 50)), 3), "p99": round(float(np.percentile(ms, 99)), 3),
+            "max": round(float(ms.max()), 3)}
+
+
 class _TimedDirection:
     """Feeds one emulator and sends what it releases, woken by a single `call_at` timer."""
 
@@ -45,9 +59,10 @@ class _TimedDirection:
         self._send = send
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = float("inf")
+        self.lateness: collections.deque[float] = collections.deque(maxlen=LATENESS_KEPT)
 
     def submit(self, data: bytes) -> None:
-        self.emulator.submit(data, self._loop.time())
+        self.emulator.submit(data, time.monotonic())
         self.rearm()
 
     def rearm(self) -> None:
@@ -61,8 +76,10 @@ class _TimedDirection:
 
     def _fire(self) -> None:
         self._handle, self._armed_at = None, float("inf")
-        for data in self.emulator.pop_due(self._loop.time()):
+        now = time.monotonic()
+        for due, data in self.emulator.pop_due_timed(now):
             self._send(data)
+            self.lateness.append(now - due)
         self.rearm()
 
     def close(self) -> None:
@@ -138,7 +155,10 @@ class PathRelay:
 
     @property
     def stats(self) -> dict[str, Any]:
-        return {"relay": asdict(self.counters), **self.path.stats(), "down": self.path.is_down}
+        lateness = {name: _lateness_ms(d.lateness) for name, d in (("forward", self._forward),
+                                                                  ("reverse", self._reverse)) if d is not None}
+        return {"relay": asdict(self.counters), **self.path.stats(), "down": self.path.is_down,
+                "departure_lateness_ms": lateness}
 
     # -- packet path -----------------------------------------------------------------------------
     def _from_client(self, data: bytes, addr: Any) -> None:

@@ -187,10 +187,12 @@ class QualifyClient:
         self.video = ConsoleVideo(self.video_config, self.endpoint, display=False)
         try:
             await asyncio.sleep(seconds)
-            report = self.video.report()
         finally:
-            self.video.close()
+            self.video.close()  # the decoding process reports when it stops
+            report = self.video.report()
             self.video = None
+        if "frames_displayed" not in report:
+            raise RuntimeError(f"video check: {report.get('error', 'no report from the video process')}")
         eyes = max(1, len(report.get("eyes", {})))
         return {"fps": round(report["frames_displayed"] / eyes / seconds, 2),
                 "latency_p50_ms": round(report["latency_ms"]["p50"], 2),
@@ -320,12 +322,18 @@ async def _robot_checks(client: QualifyClient, plan: Plan, say: Callable[[str], 
         say(f"robot check: {name}")
         if name == "video":
             robot_side = asyncio.create_task(client.robot_check("video", seconds=plan.video_check_s))
-            seen = await client.watch_video(plan.video_check_s)
+            try:
+                seen: dict[str, Any] | None = await client.watch_video(plan.video_check_s)
+            except RuntimeError as exc:
+                seen, problem = None, str(exc)
             result = await robot_side
             if result.get("status") == "pass":
-                result["figures"].update(seen)
-                if seen["frames_displayed"] == 0:
-                    result["status"], result["detail"] = "fail", "the robot streams, but no frame was decoded here"
+                if seen is None:
+                    result["status"], result["detail"] = "fail", problem
+                else:
+                    result["figures"].update(seen)
+                    if seen["frames_displayed"] == 0:
+                        result["status"], result["detail"] = "fail", "the robot streams, but no frame was decoded here"
         elif name == "watchdog":
             pending = asyncio.create_task(client.robot_check("watchdog", limit_ms=plan.watchdog_limit_ms))
             await asyncio.sleep(0.2)  # the request travels first, so the robot counts holds from before

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from telesurg.messages import ArmId, ArmTelemetry, ServoCommand, Telemetry
+from telesurg.realtime import SERVO_PRIORITY, request_realtime
 from telesurg.robot.driver import Driver
 from telesurg.robot.local_console import LocalConsole
 from telesurg.robot.supervisor import Decision, SafetySupervisor
@@ -56,7 +56,7 @@ class ServoConfig:
     telemetry_hz: float = 100.0
     switch_interval_s: float | None = 0.0002  # None: leave the interpreter's setting alone
     spin_s: float = 0.0  # spin (instead of sleep) for the last part of each wait; see the module docstring
-    realtime_priority: int | None = 50  # SCHED_FIFO priority for the servo thread where allowed; None: never
+    realtime_priority: int | None = SERVO_PRIORITY  # SCHED_FIFO priority for the servo thread where allowed; None: never
 
     def __post_init__(self) -> None:
         if not 10.0 <= self.rate_hz <= 5000.0:
@@ -96,20 +96,6 @@ class PeriodStats:
         return {"periods": self.periods, "p50_us": float(np.percentile(data, 50) * 1e6),
                 "p99_us": float(np.percentile(data, 99) * 1e6), "max_us": self.max_s * 1e6,
                 "missed": self.missed, "skipped": self.skipped}
-
-
-def request_realtime(priority: int) -> bool:
-    """Put the calling thread under SCHED_FIFO at `priority` (Linux, needs CAP_SYS_NICE or root).
-
-    A deadline loop sleeps most of each period, so a real-time class costs other threads little and
-    keeps video rendering or a busy display from delaying the next servo period. Where the system
-    refuses, the loop runs as before and the refusal is logged once."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (AttributeError, OSError) as exc:
-        log.info("real-time scheduling not available (%s); running with normal priority", exc)
-        return False
-    return True
 
 
 class DeadlineLoop:

@@ -345,7 +345,9 @@ class StereoRenderer:
     With osmesa this is CPU rendering: render small (640x360) or at a lower rate than the servo loop.
     `fast` (default) turns off multisample anti-aliasing, shadows and reflections, which the CPU
     rasteriser pays for dearly: a 640x360 stereo pair took 120 ms with them and 42 ms without
-    (1280x720: 159 ms -> 58 ms), measured here. It changes the driver's model's visual quality, so
+    (1280x720: 159 ms -> 58 ms), measured here. It also tessellates the round shapes (pegs, rings,
+    tools) with 12x6 instead of 28x16 facets, which halves the remaining cost (640x360: 39 -> 18 ms
+    per pair) with no difference visible at endoscope distance. It changes the driver's model's visual quality, so
     give the renderer a driver of its own (the robot's video process does).
     Call `close()` explicitly; MuJoCo's renderer finaliser complains at interpreter shutdown.
     """
@@ -358,6 +360,8 @@ class StereoRenderer:
         self._driver = driver
         if fast:
             driver.model.vis.quality.offsamples = 0
+            driver.model.vis.quality.numslices = 12
+            driver.model.vis.quality.numstacks = 6
         self._renderer = mujoco.Renderer(driver.model, height=height, width=width)
         if fast:
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
