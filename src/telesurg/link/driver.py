@@ -146,19 +146,22 @@ class LinkEndpoint:
     def _on_datagram(self, data: bytes, path: str, addr: Addr) -> None:
         if self._closed:
             return
-        self.core.receive_datagram(data, path, self.now(), addr)
-        self._after_core_call()
+        now = time.monotonic()  # sockets exist, so start() ran: skip now()'s check on this hot path
+        self.core.receive_datagram(data, path, now, addr)
+        self._after_core_call(now)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
         if not self._closed:
-            self.core.handle_timer(self.now())
-            self._after_core_call()
+            now = self.now()
+            self.core.handle_timer(now)
+            self._after_core_call(now)
 
-    def _after_core_call(self) -> None:
+    def _after_core_call(self, now: float | None = None) -> None:
+        """Per datagram: cheap when nothing happened (the core caches its timer and output lists)."""
         self._dispatch_events()
-        self._flush()
+        self._flush(now)
         self._arm_timer()
 
     def _dispatch_events(self) -> None:
@@ -176,9 +179,12 @@ class LinkEndpoint:
             else:
                 self.events.put_nowait(event)
 
-    def _flush(self) -> None:
+    def _flush(self, now: float | None = None) -> None:
+        out = self.core.datagrams_to_send_addressed(self.now() if now is None else now)
+        if not out:
+            return
         transports, remotes = self._transports, self._remotes
-        for path, data, addr in self.core.datagrams_to_send_addressed(self.now()):
+        for path, data, addr in out:
             dest = addr or remotes.get(path)
             transport = transports.get(path)
             if dest is None or transport is None:

@@ -161,6 +161,7 @@ class HandshakeMixin:
             self._events.append(SessionClosed(reason, now))
 
     def _end_session(self: LinkCore, reason: str, now: float) -> None:
+        self._timer_dirty = True
         if self._session is not None:
             self._closed_sids.append(self._session.sid)
             self._events.append(SessionClosed(reason, now))
@@ -174,6 +175,7 @@ class HandshakeMixin:
         ack = session.rel.take_ack()
         if not frames and ack is None:
             return
+        self._timer_dirty = True  # frames just sent have retransmission deadlines now
         if session.epochs.can_send:
             inners = [wire.REL_DATA.pack(seq).join((bytes([wire.Inner.REL_DATA]), chunk)) for seq, chunk in frames]
             if ack is not None:

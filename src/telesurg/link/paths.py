@@ -19,6 +19,9 @@ class PathState(enum.StrEnum):
     DOWN = "down"
 
 
+_DOWN = PathState.DOWN  # module constant: an enum attribute read is ~0.2 µs on CPython 3.11
+
+
 @dataclass(frozen=True, slots=True)
 class PathStats:
     state: PathState
@@ -56,6 +59,8 @@ class PathMonitor:
     def __init__(self, name: str, tuning: LinkTuning) -> None:
         self.name = name
         self._t = tuning
+        self._down_after = tuning.down_after_s  # read per datagram (timer cache check)
+        self._probe_timeout = tuning.probe_timeout_s
         self.state = PathState.DOWN  # nothing heard yet: UP only once probes come back
         self.last_heard: float | None = None
         self.since: float | None = None  # when monitoring started (session established)
@@ -152,17 +157,23 @@ class PathMonitor:
         self.state_changes += 1
         return old, new
 
-    def next_timer(self) -> float | None:
-        times: list[float] = []
-        oldest = next(iter(self._outstanding.values()), None)  # dict keeps sending order
-        if oldest is not None:
-            times.append(oldest + self._t.probe_timeout_s)
-        if self.next_probe_at is not None:
-            times.append(self.next_probe_at)
+    def down_deadline(self) -> float | None:
+        """When silence would make this path DOWN (None while DOWN or not started)."""
+        if self.state is _DOWN:
+            return None
         reference = self.last_heard if self.last_heard is not None else self.since
-        if reference is not None and self.state is not PathState.DOWN:
-            times.append(reference + self._t.down_after_s + 1e-6)
-        return min(times) if times else None
+        return None if reference is None else reference + self._down_after + 1e-6
+
+    def next_timer(self) -> float | None:
+        best = self.next_probe_at
+        if self._outstanding:
+            oldest = next(iter(self._outstanding.values())) + self._probe_timeout  # dict keeps sending order
+            if best is None or oldest < best:
+                best = oldest
+        down = self.down_deadline()
+        if down is not None and (best is None or down < best):
+            best = down
+        return best
 
     def stats(self) -> PathStats:
         ordered = sorted(self._rtts)

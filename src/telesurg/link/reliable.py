@@ -41,6 +41,11 @@ class ReliableChannel:
     def unacked(self) -> int:
         return len(self._unacked)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing to send, retransmit or acknowledge: lets the per-message path skip a flush."""
+        return not self._unacked and not self._ack_pending
+
     def on_ack(self, cumulative: int, sack: int, now: float) -> None:
         """cumulative = next frame the peer expects; bit i of sack = frame cumulative + 1 + i received."""
         acked = [seq for seq in self._unacked if seq < cumulative or (

@@ -37,11 +37,13 @@ class ReplayWindow:
         """Mark counter as seen; call only after check() returned None and the packet authenticated."""
         blocks = self._blocks
         index = counter >> _BLOCK_SHIFT
-        if counter > self._top:
-            current = self._top >> _BLOCK_SHIFT if self._top >= 0 else -1
-            diff = min(index - current, len(blocks))
-            for i in range(1, diff + 1):
-                blocks[(current + i) & self._ring_mask] = 0
+        top = self._top
+        if counter > top:
+            current = top >> _BLOCK_SHIFT if top >= 0 else -1
+            if index != current:  # entering new blocks: clear the ones being recycled
+                mask = self._ring_mask
+                for i in range(current + 1, current + 1 + min(index - current, len(blocks))):
+                    blocks[i & mask] = 0
             self._top = counter
         blocks[index & self._ring_mask] |= 1 << (counter & _BIT_MASK)
 

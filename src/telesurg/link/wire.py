@@ -40,6 +40,9 @@ PROBE = struct.Struct("!BId")  # inner kind, probe id, t1 (sender clock)
 PROBE_REPLY = struct.Struct("!BIdd")
 
 _SEALED_PREFIX = bytes([VERSION, Kind.SEALED])
+_KINDS = frozenset(int(k) for k in Kind)  # parse_outer runs per datagram: no enum attribute reads there
+_OUTER_UNPACK = OUTER.unpack_from
+_OUTER_SIZE = OUTER.size
 
 
 class WireError(ValueError):
@@ -59,12 +62,12 @@ def peek_session_id(datagram: bytes) -> int | None:
 
 def parse_outer(datagram: bytes) -> tuple[int, int]:
     """(kind, session id) or WireError("malformed"/"version")."""
-    if len(datagram) < OUTER.size:
+    if len(datagram) < _OUTER_SIZE:
         raise WireError("malformed")
-    version, kind, session = OUTER.unpack_from(datagram)
+    version, kind, session = _OUTER_UNPACK(datagram)
     if version != VERSION:
         raise WireError("version")
-    if kind not in (Kind.HS_DATA, Kind.HS_ACK, Kind.SEALED):
+    if kind not in _KINDS:
         raise WireError("malformed")
     return kind, session
 
