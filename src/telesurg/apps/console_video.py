@@ -90,6 +90,7 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
     shower = threading.Thread(target=show, name="video-display", daemon=True) if display else None
     if shower is not None:
         shower.start()
+    sock.send(b"H")  # imports done, decoder ready: what arrives from now on is decoded
     try:
         while True:
             due = receiver.get_timer()
@@ -143,8 +144,17 @@ class ConsoleVideo:
         child.close()
         self._loop.add_reader(self._sock.fileno(), self._read)
         self._report: dict[str, Any] | None = None
+        self._ready = asyncio.Event()
         self.payloads_dropped = 0
         self.keyframe_requests_forwarded = 0
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Until the child has started and can decode (a spawned interpreter takes ~1 s, more when busy)."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def on_datagram(self, payload: bytes) -> None:
         """A VIDEO message from the link (asyncio thread): hand it over, or drop it if the child lags."""
@@ -171,7 +181,9 @@ class ConsoleVideo:
             if not message:  # the child closed its end (or died)
                 self._loop.remove_reader(self._sock.fileno())
                 return
-            if message[:1] == b"K" and self._endpoint.established:
+            if message[:1] == b"H":
+                self._ready.set()
+            elif message[:1] == b"K" and self._endpoint.established:
                 self.keyframe_requests_forwarded += 1
                 self._endpoint.send_event(message[1:])
             elif message[:1] == b"R":

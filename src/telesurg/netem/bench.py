@@ -109,6 +109,7 @@ async def bench_relay(count: int) -> dict[str, Any]:
     delayed_relay = PathRelay("a", forward=Impairment(delay_ms=50))
     listen = await delayed_relay.start(("127.0.0.1", 0), echo_addr)
     delayed = await _rtts(listen, min(count, 200))
+    lateness = delayed_relay.stats.get("departure_lateness_ms", {}).get("forward")
     delayed_relay.close()
     echo.close()
     return {
@@ -119,6 +120,7 @@ async def bench_relay(count: int) -> dict[str, Any]:
         "delay_50ms_error_us": {q: _pct(delayed, p) - 50_000 - _pct(direct, 0.5)
                                 for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
         "delay_50ms_median_ms": statistics.median(delayed) / 1000,
+        "departure_lateness_ms": lateness,  # the relay's own account: sent at - emulated departure time
     }
 
 

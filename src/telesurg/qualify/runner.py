@@ -27,6 +27,7 @@ from telesurg.site_config import ConsoleSiteConfig
 
 Progress = Callable[[str, float], None]  # (phase label, fraction done)
 ROBOT_CHECKS = ("homing", "sweep", "watchdog", "estop", "video")
+VIDEO_START_TIMEOUT_S = 30.0  # a spawned interpreter importing PyAV; slow on a loaded machine
 
 
 class PathSwitch(Protocol):
@@ -186,6 +187,8 @@ class QualifyClient:
 
         self.video = ConsoleVideo(self.video_config, self.endpoint, display=False)
         try:
+            if not await self.video.wait_ready(VIDEO_START_TIMEOUT_S):
+                raise RuntimeError(f"video check: the decoding process did not start in {VIDEO_START_TIMEOUT_S:.0f} s")
             await asyncio.sleep(seconds)
         finally:
             self.video.close()  # the decoding process reports when it stops
@@ -194,9 +197,10 @@ class QualifyClient:
         if "frames_displayed" not in report:
             raise RuntimeError(f"video check: {report.get('error', 'no report from the video process')}")
         eyes = max(1, len(report.get("eyes", {})))
+        latency = report["latency_ms"]
         return {"fps": round(report["frames_displayed"] / eyes / seconds, 2),
-                "latency_p50_ms": round(report["latency_ms"]["p50"], 2),
-                "latency_p99_ms": round(report["latency_ms"]["p99"], 2),
+                "latency_p50_ms": None if latency["p50"] is None else round(latency["p50"], 2),
+                "latency_p99_ms": None if latency["p99"] is None else round(latency["p99"], 2),
                 "frames_displayed": report["frames_displayed"], "frames_dropped": report["frames_dropped"],
                 "freezes": report["freezes"], "bitrate_mbps": round(report["bitrate_mbps"], 3)}
 
