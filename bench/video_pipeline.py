@@ -4,7 +4,8 @@ one encoder thread per eye, eyes in parallel) -> packetizer + XOR FEC -> real `t
 
 One process and one clock (time.monotonic), so capture->decoded latency is measured directly.
 A codec-only baseline (encode + decode, no link) runs in the same process first, so the link and
-Python overheads can be told apart from machine noise (2 shared cores).
+Python overheads can be told apart from machine noise (2 shared cores). A per-stage breakdown (per eye,
+p50 / p99 of the time between consecutive stage marks, see metrics.STAGES) says where the time goes.
 
 Usage: bench/video_pipeline.py [--resolution WxH] [--fps N] [--stereo|--mono] [--seconds N] [--json F]
 Without --resolution it runs both reference cases: 1280x720 stereo at 60 fps and 1920x1080 stereo at 30.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,7 @@ from telesurg.link.testing import make_pair, start_loopback_pair
 from telesurg.video import framecode
 from telesurg.video.codec import EncoderConfig, VideoDecoder, VideoEncoder
 from telesurg.video.link_driver import LoopReceiver, ThreadedCapture
-from telesurg.video.metrics import VideoMetrics
+from telesurg.video.metrics import STAGE_LABELS, VideoMetrics
 from telesurg.video.pipeline import VideoReceiver, VideoSender
 from telesurg.video.sources import LoopedClipSource, TestPatternSource
 
@@ -40,15 +42,28 @@ console = Console()
 
 
 def default_bitrate_kbps(width: int, height: int, fps: float, stereo: bool) -> int:
-    """Per-eye encoder rate so the total on the wire (FEC 20 % + headers) stays near 11 Mbit/s at 720p60."""
+    """Per-eye encoder rate: scales with pixels/s from 5.5 Mbit/s per eye at 720p60, capped at 10 Mbit/s
+    over all eyes. Under a 1-frame VBV x264 fills ~85 % of it, then FEC (~22 %) and headers go on top:
+    measured 5000/eye at 1080p30 -> ~10.8 Mbit/s on the wire, inside the 12 Mbit/s budget."""
     pixels_per_s = width * height * fps
-    return int(min(12_000, max(500, 5500 * pixels_per_s / (1280 * 720 * 60))))
+    cap = 10_000 // (2 if stereo else 1)
+    return int(min(12_000, cap, max(500, 5500 * pixels_per_s / (1280 * 720 * 60))))
 
 
 def make_clips(width: int, height: int, fps: float, eyes: int, frames: int) -> list[LoopedClipSource]:
     with console.status(f"pre-rendering {eyes} x {frames} frames of {width}x{height} test pattern"):
         return [LoopedClipSource.record(TestPatternSource(width, height, fps, eye_offset_px=12 * eye), frames)
                 for eye in range(eyes)]
+
+
+def psnr_stride(fps: float, clip_frames: int) -> int:
+    """About two PSNR samples per second per eye, at a stride coprime with the clip length, so the
+    samples walk through every position of the loop (the loop's jump back to its first frame included)
+    instead of always landing on the same two frames."""
+    stride = max(1, int(fps // 2))
+    while math.gcd(stride, clip_frames) != 1:
+        stride += 1
+    return stride
 
 
 def codec_baseline(clip: LoopedClipSource, cfg: EncoderConfig, frames: int) -> dict[str, float]:
@@ -70,15 +85,15 @@ def codec_baseline(clip: LoopedClipSource, cfg: EncoderConfig, frames: int) -> d
             "decode_p50_ms": float(np.median(dec_ms)), "decode_p99_ms": float(np.percentile(dec_ms, 99))}
 
 
-async def run_case(width: int, height: int, fps: float, stereo: bool, seconds: float,
-                   clip_frames: int, bitrate_kbps: int | None, fec: float, encoder_threads: int | None,
+async def run_case(width: int, height: int, fps: float, args: argparse.Namespace,
                    progress: Progress) -> dict[str, Any]:
+    stereo, seconds, fec = not args.mono, args.seconds, args.fec
     eyes = 2 if stereo else 1
-    kbps = bitrate_kbps or default_bitrate_kbps(width, height, fps, stereo)
-    threads = encoder_threads or (1 if stereo else 2)
+    kbps = args.bitrate_kbps or default_bitrate_kbps(width, height, fps, stereo)
+    threads = args.encoder_threads or (1 if stereo else 2)
     cfg = EncoderConfig(width=width, height=height, fps=fps, bitrate_kbps=kbps, threads=threads,
-                        gop_frames=int(fps))
-    clips = make_clips(width, height, fps, eyes, clip_frames)
+                        gop_frames=int(fps), extra_params=args.x264_params)
+    clips = make_clips(width, height, fps, eyes, args.clip_frames)
     baseline = codec_baseline(clips[0], cfg, min(120, int(fps * 2)))
 
     loop = asyncio.get_running_loop()
@@ -102,16 +117,16 @@ async def run_case(width: int, height: int, fps: float, stereo: bool, seconds: f
     metrics = VideoMetrics()
     receiver = VideoReceiver(lambda d: None, lambda e: loop.call_soon_threadsafe(consolep.send_event, e),
                              codec=cfg.codec, fps=fps, metrics=metrics, clock=time.monotonic,
-                             reference_fn=lambda s, n: clips[s].reference(n), psnr_every=max(1, int(fps // 2)),
-                             decode_threads=stereo)
+                             reference_fn=lambda s, n: clips[s].reference(n), psnr_every=psnr_stride(fps, args.clip_frames),
+                             decode_threads=stereo, decoder_threads=args.decoder_threads)
     rx = LoopReceiver(loop, receiver)
-    capture = ThreadedCapture(loop, lambda send, flush: VideoSender(clips, cfg, send, fec_overhead=fec,
-                                                                     metrics=metrics, flush_fn=flush),
+    capture = ThreadedCapture(loop, lambda send, flush: VideoSender(clips, cfg, send, fec_overhead=fec, metrics=metrics,
+                                                                     flush_fn=flush, parallel=not args.serial_eyes),
                               lambda p: robot.send(MessageClass.VIDEO, p))
     task = progress.add_task(f"{width}x{height} {'stereo' if stereo else 'mono'} @ {fps:g} fps", total=seconds)
     capture.start()
     await asyncio.sleep(1.0)  # warm-up (encoder ramp, first keyframe), not measured
-    metrics_run = VideoMetrics()
+    metrics_run = VideoMetrics(stage_clock=time.monotonic)  # per-stage breakdown, same clock
     receiver.metrics = metrics_run
     capture.sender.metrics = metrics_run
     start = time.monotonic()
@@ -133,6 +148,7 @@ async def run_case(width: int, height: int, fps: float, stereo: bool, seconds: f
     return {
         "resolution": f"{width}x{height}", "fps_target": fps, "stereo": stereo, "seconds": measured,
         "bitrate_kbps_per_eye": kbps, "fec_overhead": fec, "encoder_threads": cfg.threads,
+        "serial_eyes": args.serial_eyes, "decoder_threads": args.decoder_threads, "x264_params": args.x264_params,
         "sustained_fps": min(displayed) / measured if displayed else 0.0,
         "capture_step_ms_p50": float(np.median(step_ms)) if step_ms else None,
         "capture_step_ms_p99": float(np.percentile(step_ms, 99)) if step_ms else None,
@@ -158,11 +174,29 @@ def print_case(r: dict[str, Any]) -> None:
                   f"{base['encode_p50_ms']:.2f} / {base['decode_p50_ms']:.2f} ms")
     table.add_row("sustained fps (per eye, min)", f"{r['sustained_fps']:.1f}")
     table.add_row("bitrate on the wire (all eyes, FEC incl.)", f"{r['bitrate_mbps']:.2f} Mbit/s")
-    table.add_row("PSNR (luma, sampled)", f"{r['psnr_db']:.2f} dB" if r["psnr_db"] is not None else "n/a")
+    table.add_row("PSNR (luma, sampled) mean / min",
+                  f"{r['psnr_db']:.2f} / {r['psnr_db_min']:.2f} dB" if r["psnr_db"] is not None else "n/a")
     table.add_row("captured / displayed / dropped", f"{r['frames_captured']} / {r['frames_displayed']} / "
                                                     f"{r['frames_dropped']}")
     table.add_row("freezes (>100 ms) / code mismatches", f"{r['freezes']} / {r['code_mismatches']}")
     table.add_row("capture thread step p50 / p99", f"{r['capture_step_ms_p50']:.2f} / {r['capture_step_ms_p99']:.2f} ms")
+    console.print(table)
+    print_stages(r)
+
+
+def print_stages(r: dict[str, Any]) -> None:
+    """Where capture->decoded time goes: p50 / p99 of each stage, per eye (marks on one clock)."""
+    eyes = r["eyes"]
+    table = Table(title="per-stage breakdown, ms p50 / p99 (deltas between consecutive marks)")
+    table.add_column("stage")
+    for name in eyes:
+        table.add_column(name, justify="right")
+    for stage, label in STAGE_LABELS.items():
+        cells = []
+        for eye in eyes.values():
+            v = eye.get("stages_ms", {}).get(stage)
+            cells.append(f"{v['p50']:.2f} / {v['p99']:.2f}" if v and v["p50"] is not None else "-")
+        table.add_row(label, *cells)
     console.print(table)
 
 
@@ -192,8 +226,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     with Progress(console=console, transient=True) as progress:
         for w, h, fps in cases:
-            results.append(await run_case(w, h, fps, not args.mono, args.seconds, args.clip_frames,
-                                          args.bitrate_kbps, args.fec, args.encoder_threads, progress))
+            results.append(await run_case(w, h, fps, args, progress))
     return results
 
 
@@ -208,6 +241,9 @@ def main() -> int:
     parser.add_argument("--bitrate-kbps", type=int, default=None, help="per eye (default scales with pixels/s)")
     parser.add_argument("--fec", type=float, default=0.2, help="parity overhead 0..1")
     parser.add_argument("--encoder-threads", type=int, default=None, help="per eye (default 1 stereo, 2 mono)")
+    parser.add_argument("--serial-eyes", action="store_true", help="encode the eyes one after the other")
+    parser.add_argument("--decoder-threads", type=int, default=1, help="slice threads per eye decoder")
+    parser.add_argument("--x264-params", default="", help="extra encoder params, key=value:key=value")
     parser.add_argument("--switch-interval-ms", type=float, default=1.0,
                         help="sys.setswitchinterval: how long a thread back from libx264 may wait for the GIL "
                              "(CPython default 5 ms)")

@@ -265,12 +265,34 @@ def test_metrics_report_shape_and_freezes() -> None:
     assert rep["psnr_db"] == 40.0
 
 
+def test_metrics_stage_breakdown() -> None:
+    """Marks from both ends become per-stage deltas; tracing is off (and free) without a stage clock."""
+    off = VideoMetrics()
+    off.mark(0, 1, "encoded", 1.0)
+    assert not off.tracing and off.report()["stages_ms"] == {}
+    m = VideoMetrics(stage_clock=lambda: 0.0)
+    for n in range(5):
+        t = n / 60
+        for stage, dt in (("capture", 0.0), ("enc_start", 0.0005), ("encoded", 0.0065), ("packetized", 0.007),
+                          ("first_fragment", 0.0075), ("complete", 0.008), ("dec_start", 0.0085)):
+            m.mark(0, n, stage, t + dt)
+        m.mark(0, n, "decoded", t + 0.010)
+    m.mark(1, 99, "encoded", 5.0)  # never decoded: no delta, no leak into the report
+    stages = m.report()["stages_ms"]
+    assert stages["encoded"]["p50"] == pytest.approx(6.0)  # type: ignore[index]
+    assert stages["decoded"]["p50"] == pytest.approx(1.5)  # type: ignore[index]
+    assert "send_start" not in stages  # absent marks are skipped, the next delta spans them
+    assert stages["first_fragment"]["p50"] == pytest.approx(0.5)  # type: ignore[index]
+    assert sum(v["p50"] for v in stages.values()) == pytest.approx(10.0)  # type: ignore[misc]
+
+
 def test_psnr() -> None:
     a = np.zeros((10, 10), dtype=np.uint8)
     b = a.copy()
     assert math.isinf(psnr(a, b))
     b[0, 0] = 255
     assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / (255**2 / 100)))
+    assert psnr(b, a) == psnr(a, b)  # no uint8 wrap-around in the difference
 
 
 def test_encoder_config_errors_name_the_field() -> None:

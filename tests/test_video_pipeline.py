@@ -11,6 +11,7 @@ import heapq
 import random
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -222,3 +223,28 @@ def test_stream_decodes_with_stock_ffmpeg(tmp_path: Path, codec: str) -> None:
     assert [framecode.read_luma(y) for y in lumas] == list(range(60))  # ffmpeg sees every frame, in order
     decoder = VideoDecoder(codec)
     assert all(decoder.decode(f) is not None for f in released)
+
+
+def test_stage_tracing_through_sender_and_receiver() -> None:
+    """With a stage clock, a stereo sender -> receiver run reports every stage for both eyes, and the
+    stages add up to the measured capture -> decoded latency."""
+    metrics = VideoMetrics(stage_clock=time.monotonic)
+    cfg = EncoderConfig(width=W, height=H, fps=FPS, bitrate_kbps=800, gop_frames=15)
+    clips = [LoopedClipSource.record(TestPatternSource(W, H, FPS, eye_offset_px=o), 10) for o in (0, 12)]
+    payloads: list[bytes] = []
+    sender = VideoSender(clips, cfg, payloads.append, metrics=metrics)
+    receiver = VideoReceiver(lambda d: None, lambda e: None, fps=FPS, metrics=metrics, clock=time.monotonic)
+    for _ in range(20):
+        sender.step(time.monotonic())
+        for payload in payloads:
+            receiver.receive(payload, time.monotonic())
+        payloads.clear()
+    sender.close()
+    receiver.close()
+    rep = metrics.report()
+    assert rep["frames_displayed"] == 40 and rep["code_mismatches"] == 0
+    for eye in rep["eyes"].values():  # type: ignore[union-attr]
+        assert {"enc_start", "encoded", "packetized", "first_fragment", "complete", "dec_start",
+                "decoded"} <= eye["stages_ms"].keys()
+    total = sum(v["p50"] for v in rep["stages_ms"].values())  # type: ignore[union-attr]
+    assert 0 < total < 10 * rep["latency_ms"]["p50"]  # type: ignore[index]

@@ -44,6 +44,7 @@ class EncoderConfig(BaseModel):
     intra_refresh: bool = True
     gop_frames: int = Field(60, ge=1, le=1000, description="intra-refresh period, or keyframe interval")
     vbv_frames: float = Field(1.0, gt=0, le=30, description="VBV buffer size in frame intervals")
+    extra_params: str = Field("", description="more x264/x265 params, 'key=value:key=value' (tuning only)")
 
     @model_validator(mode="after")
     def _check_hevc(self) -> EncoderConfig:
@@ -76,10 +77,11 @@ def _codec_options(cfg: EncoderConfig) -> dict[str, str]:
     ]
     if cfg.intra_refresh:
         params.append("intra-refresh=1")
+    extra = [p for p in cfg.extra_params.split(":") if p]
     if cfg.codec == "h264":
-        params += ["scenecut=0", "repeat-headers=1", "annexb=1"]
+        params += ["scenecut=0", "repeat-headers=1", "annexb=1", *extra]
         return {"preset": cfg.preset, "tune": "zerolatency", "x264-params": ":".join(params)}
-    params += ["scenecut=0", "repeat-headers=1", "annexb=1", "log-level=error", "rc-lookahead=0"]
+    params += ["scenecut=0", "repeat-headers=1", "annexb=1", "log-level=error", "rc-lookahead=0", *extra]
     return {"preset": cfg.preset, "tune": "zerolatency", "x265-params": ":".join(params)}
 
 

@@ -37,15 +37,23 @@ class ThreadedCapture:
         self._loop.call_soon_threadsafe(self._send_all, batch)
 
     def _send_all(self, batch: list[bytes]) -> None:
+        metrics = self.sender.metrics
+        if metrics is None or not metrics.tracing or not batch:
+            for payload in batch:
+                self._send(payload)
+            return
+        stream, frame_number = batch[0][1], int.from_bytes(batch[0][4:8], "big")  # packetizer header
+        metrics.mark(stream, frame_number, "send_start")
         for payload in batch:
             self._send(payload)
+        metrics.mark(stream, frame_number, "sent")
 
     def _run(self) -> None:
         period = 1.0 / self.sender.config.fps
         due = self._clock()
         while not self._stop.is_set():
             t0 = self._clock()
-            self.sender.process(self.sender.capture(), t0)
+            self.sender.step(t0)
             self.step_seconds.append(self._clock() - t0)
             due += period
             now = self._clock()

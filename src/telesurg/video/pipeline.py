@@ -67,28 +67,41 @@ class VideoSender:
         self.bytes_sent = 0
 
     def capture(self) -> list[Frame]:
-        frames = [src.read() for src in self.sources]
+        return [self._capture_eye(i) for i in range(len(self.sources))]
+
+    def _capture_eye(self, eye: int) -> Frame:
+        frame = self.sources[eye].read()
         if self._stamp:
-            for frame in frames:
-                if frame.pixel_format == "yuv420p":
-                    framecode.stamp_yuv420p(frame.image, frame.frame_number)
-                else:
-                    framecode.stamp_rgb(frame.image, frame.frame_number)
-        return frames
+            if frame.pixel_format == "yuv420p":
+                framecode.stamp_yuv420p(frame.image, frame.frame_number)
+            else:
+                framecode.stamp_rgb(frame.image, frame.frame_number)
+        return frame
 
     def process(self, frames: Sequence[Frame], now: float) -> list[EncodedFrame]:
         """Encode already captured (and stamped) frames, one per stream, and send their payloads."""
+        if len(frames) != len(self._encoders):
+            raise ValueError(f"frames: expected {len(self._encoders)}, got {len(frames)}")
+        return self._run(frames.__getitem__)
+
+    def step(self, now: float) -> list[EncodedFrame]:
+        """Capture and encode one frame per eye; each eye is captured on its own encode worker, so the
+        left eye's encoder starts while the right eye is still being copied and stamped."""
+        return self._run(self._capture_eye)
+
+    def _run(self, get_frame: Callable[[int], Frame]) -> list[EncodedFrame]:
         with self._force_lock:
             force = list(self._force)
             self._force = [False] * len(self._force)
         with self._lock:
+            eyes = range(len(self._encoders))
             if self._pool is not None:  # send each eye as soon as it is encoded, not both at the end
-                jobs = [self._pool.submit(enc.encode, frame, f)
-                        for enc, frame, f in zip(self._encoders, frames, force, strict=True)]
+                jobs = [self._pool.submit(self._encode, i, get_frame, force[i]) for i in eyes]
                 batches = (job.result() for job in as_completed(jobs))
             else:
-                batches = (enc.encode(frame, f) for enc, frame, f in zip(self._encoders, frames, force, strict=True))
+                batches = (self._encode(i, get_frame, force[i]) for i in eyes)
             encoded = []
+            metrics = self.metrics
             for batch in batches:
                 for frame in batch:
                     for payload in self._packetizer.packetize(frame):
@@ -96,15 +109,25 @@ class VideoSender:
                         self.payloads_sent += 1
                         self.bytes_sent += len(payload)
                     encoded.append(frame)
+                    if metrics is not None:
+                        metrics.mark(frame.stream, frame.frame_number, "packetized")
                 if self._flush is not None:
                     self._flush()
-            if self.metrics is not None:  # the receiver counts wire bytes; the sender counts captures
-                for stream in range(len(frames)):
-                    self.metrics.on_captured(stream)
+            if metrics is not None:  # the receiver counts wire bytes; the sender counts captures
+                for stream in eyes:
+                    metrics.on_captured(stream)
             return encoded
 
-    def step(self, now: float) -> list[EncodedFrame]:
-        return self.process(self.capture(), now)
+    def _encode(self, eye: int, get_frame: Callable[[int], Frame], force: bool) -> list[EncodedFrame]:
+        frame = get_frame(eye)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.mark(eye, frame.frame_number, "capture", frame.capture_time)
+            metrics.mark(eye, frame.frame_number, "enc_start")
+        out = self._encoders[eye].encode(frame, force)
+        if metrics is not None:
+            metrics.mark(eye, frame.frame_number, "encoded")
+        return out
 
     def handle_event(self, payload: bytes, now: float) -> bool:
         """Honour a `KeyframeRequest` from the event channel; return False if the payload is not ours."""
@@ -158,7 +181,7 @@ class VideoReceiver:
                  keyframe_retry: float = 0.2, hold: float | None = None, max_wait: float | None = None,
                  clock: Callable[[], float] | None = None, max_latency: float | None = None,
                  clock_offset: float = 0.0, reference_fn: Callable[[int, int], np.ndarray] | None = None,
-                 psnr_every: int = 30, decode_threads: bool = False) -> None:
+                 psnr_every: int = 30, decode_threads: bool = False, decoder_threads: int = 1) -> None:
         self._on_frame = on_frame
         self._send_event = send_event_fn
         self._codec: Codec = codec
@@ -173,6 +196,7 @@ class VideoReceiver:
         self._reference = reference_fn
         self._psnr_every = max(1, psnr_every)
         self._threads = decode_threads
+        self._decoder_threads = decoder_threads  # libavcodec slice threads per eye
         self._streams: dict[int, _RxStream] = {}
         self._lock = threading.RLock()
         self._closed = False
@@ -183,7 +207,7 @@ class VideoReceiver:
     def _stream(self, stream: int) -> _RxStream:
         if stream not in self._streams:
             worker = ThreadPoolExecutor(1, f"video-dec{stream}") if self._threads else None
-            self._streams[stream] = _RxStream(VideoDecoder(self._codec), worker)
+            self._streams[stream] = _RxStream(VideoDecoder(self._codec, self._decoder_threads), worker)
         return self._streams[stream]
 
     def receive(self, payload: bytes, now: float) -> None:
@@ -232,6 +256,11 @@ class VideoReceiver:
         for event in events:
             stream = event.stream if isinstance(event, FrameDropped) else event.frame.stream
             state = self._stream(stream)
+            if isinstance(event, FrameReady) and self.metrics.tracing:
+                f = event.frame
+                self.metrics.mark(stream, f.frame_number, "capture", f.capture_time + self._offset)
+                self.metrics.mark(stream, f.frame_number, "first_fragment", event.first_seen)
+                self.metrics.mark(stream, f.frame_number, "complete", event.completed_at)
             job = (self._dropped, event, now) if isinstance(event, FrameDropped) else (self._decode, event.frame, now)
             if state.worker is None:
                 job[0](*job[1:])  # type: ignore[operator]
@@ -259,6 +288,7 @@ class VideoReceiver:
                 state.awaiting_keyframe = True
                 self._request_keyframe(encoded.stream, state, now)
                 return
+        self.metrics.mark(encoded.stream, encoded.frame_number, "dec_start")
         decoded = state.decoder.decode(encoded)  # outside the lock: the other eye decodes meanwhile
         shown_at = self._clock() if self._clock is not None else now
         with self._lock:
@@ -272,6 +302,7 @@ class VideoReceiver:
             code_ok = framecode.same_frame(decoded.frame_code(), encoded.frame_number)
             self.metrics.on_displayed(encoded.stream, encoded.frame_number, encoded.capture_time, shown_at,
                                       code_ok)
+            self.metrics.mark(encoded.stream, encoded.frame_number, "decoded", shown_at)
         if self._reference is not None and encoded.frame_number % self._psnr_every == 0:
             reference = self._reference(encoded.stream, encoded.frame_number)
             value = _luma_psnr(reference, decoded)

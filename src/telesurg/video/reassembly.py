@@ -25,6 +25,8 @@ MAX_PENDING = 64
 class FrameReady:
     frame: EncodedFrame
     repaired: bool  # at least one fragment was rebuilt from parity
+    first_seen: float = 0.0  # receiver time of the frame's first fragment (for stage tracing)
+    completed_at: float = 0.0  # receiver time it became complete
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,8 @@ class Reassembler:
                 del state.pending[state.next_expected]
                 f = head.first
                 events.append(FrameReady(EncodedFrame(stream, f.frame_number, f.capture_time, f.keyframe,
-                                                      head.payload), head.repaired))
+                                                      head.payload), head.repaired, head.first_seen,
+                                         head.completed_at or now))
                 self.stats.frames_released += 1
                 state.next_expected += 1
                 continue
