@@ -19,7 +19,8 @@ import numpy as np
 
 from telesurg.robot.driver import Pose
 from telesurg.robot.peg_transfer import peg_transfer_plan
-from telesurg.robot.sim import SimDriver, StereoRenderer
+from telesurg.robot.render import StereoRenderer
+from telesurg.robot.sim import SimDriver
 
 
 def ready_driver() -> SimDriver:

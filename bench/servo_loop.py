@@ -1,6 +1,15 @@
 """Servo loop timing beside the real link, against a bare deadline loop measured in the same run.
 
     python bench/servo_loop.py [--seconds N] [--json F] [--no-compare]
+    python bench/servo_loop.py --cpu [--periods N] [--json F]
+
+`--cpu`: CPU cost of the command path alone, in virtual time (no threads, no link): (a) one servo
+period (`ServoLoop.step` with 2 queued commands, supervisor + SimDriver) while PSM1 and PSM2 follow a
+moving target, (b) one `ConsoleCore` tick (+ `ServoBundle.encode`) with 2 arms following the scripted
+peg transfer of `telesurg demo`. Both are printed next to baselines measured interleaved in the same
+run: a bare `mujoco.mj_step` on the same model, and for the console the scripted input's own `sample`
+(timed inside the tick; console/inputs.py and robot/peg_transfer.py, not the console core), so the
+console's own work is shown apart. Figures are thread CPU time (`time.thread_time_ns`).
 
 Robot process (this one): MuJoCo `SimDriver` + `SafetySupervisor` in `ServoLoop` at 1 kHz on its own
 thread, and the robot's `LinkEndpoint` (2 paths, TLS 1.3 + AEAD, loopback UDP) on a uvloop thread
@@ -32,19 +41,29 @@ from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+from telesurg.console.config import ConsoleConfig  # noqa: E402
+from telesurg.console.core import ConsoleCore  # noqa: E402
+from telesurg.console.inputs import ScriptedTaskInput  # noqa: E402
 from telesurg.link import LinkCore, MessageClass, MessageReceived, make_identity  # noqa: E402
 from telesurg.link.driver import LinkEndpoint, install_uvloop  # noqa: E402
 from telesurg.messages import (  # noqa: E402
     FLAG_ENGAGED,
     FLAG_REENGAGE,
     ArmId,
+    ArmTelemetry,
     DecodeError,
+    ServoBundle,
     ServoCommand,
     Telemetry,
     decode,
 )
 from telesurg.robot.config import CartConfig  # noqa: E402
+from telesurg.robot.peg_transfer import peg_transfer_plan  # noqa: E402
 from telesurg.robot.safety_config import SupervisorConfig, workspaces_from_cart  # noqa: E402
+from telesurg.robot.scene import default_board  # noqa: E402
 from telesurg.robot.servo import DeadlineLoop, ServoConfig, ServoLoop  # noqa: E402
 from telesurg.robot.sim import SimDriver  # noqa: E402
 from telesurg.robot.supervisor import SafetySupervisor, SupervisorState  # noqa: E402
@@ -243,6 +262,137 @@ def servo_phase(seconds: float, servo_config: ServoConfig) -> dict[str, Any]:
     return {"servo": stats, "bare": bare_stats}
 
 
+# ------------------------------------------------------------------- --cpu: command path cost
+def _stats_us(ns: list[int]) -> dict[str, float]:
+    a = np.array(ns, dtype=float) / 1000.0
+    return {"mean_us": float(a.mean()), "p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99))}
+
+
+def servo_period_cpu(periods: int) -> dict[str, Any]:
+    """(a) One servo period, as on the servo thread, while PSM1 and PSM2 follow a moving target."""
+    cart = CartConfig()
+    driver = SimDriver(cart)
+    sup = SafetySupervisor(SupervisorConfig(workspace=workspaces_from_cart(cart)), list(driver.arms()))
+    servo = ServoLoop(sup, driver, ServoConfig(), on_telemetry=lambda t: t.encode())
+    names, dt, now = ("PSM1", "PSM2"), servo.config.period_s, 0.0
+    for name in names:
+        sup.assign(name, "console")
+    servo.operator(lambda console, t: console.enable(t))
+    while any(sup.state(n) is not SupervisorState.READY for n in names):
+        now += dt
+        servo.step(now)
+    home = {n: driver.arms()[n].measured_cp() for n in names}
+    bare_data = mujoco.MjData(driver.model)  # the floor: a bare mj_step on the same model
+    bare_data.qpos[:], bare_data.ctrl[:] = driver.data.qpos, driver.data.ctrl
+    period_ns, bare_ns, clock = [], [], time.thread_time_ns
+    for k in range(periods + 500):
+        now += dt
+        seq, t = k + 1, k * dt
+        for i, n in enumerate(names):  # 5 mm circle at 0.5 Hz, a small wrist roll and a jaw wave
+            pos, q = home[n].position, home[n].orientation
+            r, ph = 0.005 * min(1.0, t), 2 * math.pi * 0.5 * t + i
+            roll = 0.1 * math.sin(2 * math.pi * 0.3 * t) * min(1.0, t)
+            dq = (math.cos(roll / 2), 0.0, 0.0, math.sin(roll / 2))
+            quat = (q[0] * dq[0] - q[3] * dq[3], q[1] * dq[0] + q[2] * dq[3], q[2] * dq[0] - q[1] * dq[3],
+                    q[3] * dq[0] + q[0] * dq[3])
+            target = (float(pos[0]) + r * math.cos(ph) - r, float(pos[1]) + r * math.sin(ph), float(pos[2]))
+            flags = FLAG_ENGAGED | (FLAG_REENGAGE if k == 0 else 0)
+            jaw = 0.4 + 0.3 * math.sin(2 * math.pi * 0.2 * t)
+            cmd = ServoCommand(int(ArmId[n]), seq, now, target, quat, jaw, flags)
+            if k == 0:
+                cmd = ServoCommand(int(ArmId[n]), seq, now, tuple(float(v) for v in pos),  # type: ignore[arg-type]
+                                   tuple(float(v) for v in q), 0.0, flags)  # type: ignore[arg-type]
+            servo.submit(cmd, "console", seq, 0.0)
+        c0 = clock()
+        servo.step(now)
+        c1 = clock()
+        mujoco.mj_step(driver.model, bare_data)
+        c2 = clock()
+        if k >= 500:
+            period_ns.append(c1 - c0)
+            bare_ns.append(c2 - c1)
+    report = sup.report()
+    if any(sup.state(n) is not SupervisorState.FOLLOWING for n in names) or report["safety"]["violations"]:
+        raise RuntimeError(f"arms did not follow cleanly: {report}")
+    return {"servo_period": _stats_us(period_ns), "bare_mj_step": _stats_us(bare_ns),
+            "applied": report["commands"]["applied"], "rejected": report["commands"]["rejected"],
+            "qpos_checksum": float(np.sum(np.abs(driver.data.qpos)))}
+
+
+class _TimedInput:
+    """The scripted master, timing its own `sample` (unchanged code: the baseline inside each tick)."""
+
+    def __init__(self, inner: ScriptedTaskInput) -> None:
+        self.inner, self.ns = inner, 0
+
+    def sample(self, now: float) -> Any:
+        c0 = time.thread_time_ns()
+        state = self.inner.sample(now)
+        self.ns += time.thread_time_ns() - c0
+        return state
+
+    def align_to(self, arm: ArmId, orientation: Any, now: float) -> None:
+        self.inner.align_to(arm, orientation, now)
+
+    def set_force(self, arm: ArmId, force_xyz: Any, now: float) -> None:
+        self.inner.set_force(arm, force_xyz, now)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def console_tick_cpu(ticks: int) -> dict[str, Any]:
+    """(b) One console tick for PSM1+PSM2 on the demo's scripted peg transfer, and the bundle encode."""
+    config = ConsoleConfig()
+    plan = peg_transfer_plan(default_board(), rings=6)
+    master = _TimedInput(ScriptedTaskInput(plan, config.scale, config.registration_wxyz, start_time=0.0))
+    core = ConsoleCore(config, master)
+    start = plan.sample(0.0)
+    robot = {a: [tuple(map(float, start[a.name].position)), tuple(map(float, start[a.name].orientation)), 0.0,
+                 SupervisorState.READY, 0] for a in config.arms}
+    dt, warm = 1.0 / config.rate_hz, 2000
+    tick_ns, sample_ns, own_ns, clock = [], [], [], time.thread_time_ns
+    for k in range(ticks + warm):
+        now = k * dt
+        telemetry = None
+        if k % 10 == 0:  # the robot echoes the commands it applied, at 100 Hz
+            telemetry = Telemetry(now, 0, tuple(ArmTelemetry(int(a), 1, int(r[3]), r[4], r[0], r[1], r[2])
+                                                for a, r in robot.items()))
+        master.ns = 0
+        c0 = clock()
+        commands = core.tick(now, telemetry)
+        ServoBundle(tuple(commands)).encode()
+        c1 = clock()
+        for c in commands:
+            r = robot[ArmId(c.arm)]
+            if c.engaged and (c.reengage or r[3] is SupervisorState.FOLLOWING):
+                r[:] = [c.position, c.orientation, c.jaw, SupervisorState.FOLLOWING, c.cmd_seq]
+        if k >= warm:
+            tick_ns.append(c1 - c0)
+            sample_ns.append(master.ns)
+            own_ns.append(c1 - c0 - master.ns)
+    modes = {a.name: core.teleop(a).mode.value for a in config.arms}
+    if set(modes.values()) != {"following"}:
+        raise RuntimeError(f"console arms not following: {modes}")
+    return {"console_tick": _stats_us(tick_ns), "input_sample_only": _stats_us(sample_ns),
+            "console_tick_without_input": _stats_us(own_ns), "sent": sum(core.counters.sent.values())}
+
+
+def cpu_main(periods: int) -> dict[str, Any]:
+    figures: dict[str, Any] = {"periods": periods, "load_average": os.getloadavg()}
+    figures["servo"] = servo_period_cpu(periods)
+    figures["console"] = console_tick_cpu(periods)
+    s, c = figures["servo"], figures["console"]
+    for label, f in (("servo period", s["servo_period"]), ("  baseline bare mj_step", s["bare_mj_step"]),
+                     ("console tick + encode", c["console_tick"]),
+                     ("  of which input.sample", c["input_sample_only"]),
+                     ("  console own work", c["console_tick_without_input"])):
+        print(f"{label:26s} mean={f['mean_us']:7.1f} us  p50={f['p50_us']:7.1f} us  p99={f['p99_us']:7.1f} us")
+    print(f"servo: applied {s['applied']} rejected {s['rejected']} qpos checksum {s['qpos_checksum']:.9f}; "
+          f"console sent {c['sent']}")
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement time per phase")
@@ -250,8 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spin-s", type=float, default=ServoConfig().spin_s,
                         help="spin (instead of sleep) this long before each deadline, both loops")
     parser.add_argument("--no-compare", action="store_true", help="skip the default-switch-interval phase")
+    parser.add_argument("--cpu", action="store_true", help="only the command path's CPU per period (see above)")
+    parser.add_argument("--periods", type=int, default=10000, help="--cpu: periods/ticks measured")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
+    if args.cpu:
+        figures = cpu_main(args.periods)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(figures, fh, indent=2)
+        return 0
     config = ServoConfig(spin_s=args.spin_s)
     figures: dict[str, Any] = {"rate_hz": config.rate_hz, "seconds": args.seconds, "cpus": os.cpu_count(),
                                "spin_s": config.spin_s, "load_average": os.getloadavg()}

@@ -54,3 +54,12 @@ def test_disabled_filter_is_identity():
     f = TremorFilter(TremorFilterConfig(enabled=False), 1000.0)
     x = np.array([1.0, 2.0, 3.0])
     np.testing.assert_array_equal(f.step(x), x)
+
+
+def test_float_step_equals_array_step():
+    """The console's float path gives exactly the array path's samples."""
+    config = TremorFilterConfig()
+    a, b = TremorFilter(config, 1000.0), TremorFilter(config, 1000.0)
+    rng = np.random.default_rng(2)
+    for x in np.cumsum(rng.normal(0, 1e-3, (500, 3)), axis=0):
+        assert a.step(x).tolist() == b.step_floats(tuple(x))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import mujoco
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,16 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from telesurg.robot.config import ArmConfig, CartConfig, JointLimit, Workspace, default_arms
-from telesurg.robot.kinematics import ArmKinematics, matrix_to_quat, quat_to_matrix
+from telesurg.robot.kinematics import (
+    ArmKinematics,
+    matrix_to_quat,
+    quat_rows,
+    quat_to_matrix,
+    rot_x,
+    rot_y,
+    rot_z,
+    rows_quat,
+)
 
 ARMS = {arm.name: arm for arm in default_arms()}
 KINEMATICS = {name: ArmKinematics(arm) for name, arm in ARMS.items()}
@@ -129,3 +139,50 @@ def test_reachable_tip_position_is_kept_for_any_orientation(q, quat):
     outer_at_limit = np.any(np.isclose(q_ik[:3], kin.lower[:3]) | np.isclose(q_ik[:3], kin.upper[:3]))
     if not outer_at_limit:
         np.testing.assert_allclose(kin.forward(q_ik)[0], target, atol=1e-9)
+
+
+# -- the float fast paths agree with the numpy / MuJoCo reference -------------------------------------
+def _reference_forward(kin: ArmKinematics, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The chain of the module docstring with numpy matrices, as the code computed it before."""
+    shaft = kin.trocar @ rot_y(q[0]) @ rot_x(q[1])
+    rot = shaft @ rot_z(q[3])
+    if kin.has_wrist:
+        rot = rot @ rot_x(q[4]) @ rot_y(q[5])
+    return kin.rcm + q[2] * shaft[:, 2] + kin.tool_length * rot[:, 2], rot
+
+
+def test_float_rotation_helpers_match_mujoco():
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        quat = rng.normal(size=4)
+        quat /= np.linalg.norm(quat)
+        mat = np.zeros(9)
+        mujoco.mju_quat2Mat(mat, quat)
+        np.testing.assert_allclose(quat_rows(*quat), mat, atol=1e-15)
+        np.testing.assert_allclose(rows_quat(tuple(mat)), matrix_to_quat(mat), atol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(ARMS))
+def test_forward_matches_the_numpy_chain(name):
+    kin, config = KINEMATICS[name], ARMS[name]
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        q = config.lower + rng.uniform(0, 1, config.lower.size) * (config.upper - config.lower)
+        position, rot = kin.forward(q)
+        ref_position, ref_rot = _reference_forward(kin, q)
+        np.testing.assert_allclose(position, ref_position, atol=1e-14)
+        np.testing.assert_allclose(rot, ref_rot, atol=1e-14)
+        np.testing.assert_allclose(kin.forward_quat(q)[1], matrix_to_quat(ref_rot), atol=1e-14)
+        np.testing.assert_allclose(kin.shaft_rotation(q[0], q[1]), kin.trocar @ rot_y(q[0]) @ rot_x(q[1]),
+                                   atol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(ARMS))
+def test_inverse_on_floats_equals_the_array_api(name):
+    kin = KINEMATICS[name]
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        position, quat, hint = rng.uniform(-0.1, 0.1, 3), rng.normal(size=4), rng.uniform(-4, 4, kin.n_joints)
+        expected = kin.inverse(position, quat, hint)
+        assert kin.inverse_floats(position.tolist(), quat.tolist(), float(hint[3])) == expected.tolist()
+        assert np.all(expected >= kin.lower) and np.all(expected <= kin.upper)

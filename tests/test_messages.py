@@ -78,3 +78,13 @@ def test_bad_bundles_are_rejected_by_reason():
     smuggled = bytes([good[0], good[1], 1]) + telemetry + bytes(len(one.encode()) - len(telemetry))
     with pytest.raises(DecodeError):
         decode(smuggled)
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2**64 - 1), finite, st.tuples(finite, finite, finite),
+                          finite, st.integers(0, 255)), min_size=0, max_size=8))
+def test_bundle_bytes_are_the_head_and_each_command_back_to_back(items):
+    """The one-Struct bundle encoding is byte-identical to concatenating the single-command encodings."""
+    commands = tuple(ServoCommand(arm, seq, t, pos, (1.0, 0.0, -0.0, 0.0), jaw, flags)
+                     for arm, seq, t, pos, jaw, flags in items)
+    expected = bytes([4, 1, len(commands)]) + b"".join(c.encode() for c in commands)
+    assert ServoBundle(commands).encode() == expected

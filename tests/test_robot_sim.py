@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from telesurg.robot.driver import Arm, Driver, OperatingState, Pose
-from telesurg.robot.kinematics import quat_to_matrix
-from telesurg.robot.sim import SimDriver, StereoRenderer
+from telesurg.robot.kinematics import ArmKinematics, quat_to_matrix
+from telesurg.robot.render import StereoRenderer
+from telesurg.robot.sim import SimDriver
 
 DT = 0.001
 
@@ -210,3 +211,39 @@ def test_re_enabling_a_displaced_arm_does_not_snap_back():
     np.testing.assert_allclose(arm.setpoint_js(), displaced)
     run(driver, 0.2)
     assert np.abs(arm.measured_js() - displaced).max() < 0.005
+
+
+def test_ik_memo_gives_the_same_joints_as_a_fresh_solve(monkeypatch):
+    """`servo_cp` skips IK for a repeated (pose, roll hint): the goal must equal a fresh solve every time."""
+    driver = ready_driver()
+    arm = driver.arms()["PSM1"]
+    kin = ArmKinematics(arm.config)  # a fresh solver, no memo
+    home = arm.measured_cp()
+    solves = []
+    solve = arm.kinematics.inverse_floats
+    monkeypatch.setattr(arm.kinematics, "inverse_floats", lambda *args: solves.append(1) or solve(*args))
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        position = home.position + rng.normal(0, 0.01, 3)
+        quat = home.orientation + rng.normal(0, 0.2, 4)
+        for _repeat in range(4):  # a held pose: from the second or third call on the memo answers
+            hint = arm._goal[3]
+            arm.servo_cp(Pose(position, quat))
+            expected = np.clip(kin.inverse(position, quat, np.array([0, 0, 0, hint, 0, 0])), kin.lower, kin.upper)
+            assert arm._goal == expected.tolist()
+        if rng.uniform() < 0.3:
+            driver.step(DT)
+    assert len(solves) <= 3 * 200  # the memo did skip solves
+
+
+def test_measured_pose_follows_the_joints_through_the_fk_memo():
+    driver = ready_driver()
+    for arm in driver.arms().values():
+        for _ in range(3):
+            position, quat = arm.kinematics.forward_quat(arm.measured_js())
+            measured = arm.measured_cp()
+            np.testing.assert_array_equal(measured.position, position)
+            np.testing.assert_array_equal(measured.orientation, quat)
+            measured.position[:] = 0.0  # a caller may scribble on the arrays it got: never on the memo
+            driver.data.qpos[arm._qadr] += 0.01  # joints move without a physics step
+        driver.step(DT)

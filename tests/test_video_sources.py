@@ -90,7 +90,8 @@ def test_rgb_conversions_match_libswscale() -> None:
 
 @pytest.mark.skipif(os.environ.get("MUJOCO_GL") != "osmesa", reason="needs MUJOCO_GL=osmesa (set by the Makefile)")
 def test_sim_endoscope_stereo_through_h264() -> None:
-    from telesurg.robot.sim import SimDriver, StereoRenderer
+    from telesurg.robot.render import StereoRenderer
+    from telesurg.robot.sim import SimDriver
 
     renderer = StereoRenderer(SimDriver(), width=320, height=180)
     try:

@@ -37,6 +37,8 @@ class DecodeError(ValueError):
 # type, version, arm, flags, cmd_seq, t_sent, pos[3], quat[4] (w, x, y, z), jaw
 _SERVO = struct.Struct("!BBBBQd3d4dd")
 
+_SERVO_CP = int(MessageType.SERVO_CP)
+
 FLAG_ENGAGED = 0x01  # the surgeon wants this arm to follow (head in console, foot pedal)
 FLAG_CLUTCH = 0x02  # clutch pressed: the master moves, the tool must not
 FLAG_REENGAGE = 0x04  # explicit operator action asking to resume following after a hold
@@ -70,8 +72,13 @@ class ServoCommand:
         return np.asarray(self.position, dtype=float)
 
     def encode(self) -> bytes:
-        return _SERVO.pack(MessageType.SERVO_CP, WIRE_VERSION, self.arm, self.flags, self.cmd_seq,
+        return _SERVO.pack(_SERVO_CP, WIRE_VERSION, self.arm, self.flags, self.cmd_seq,
                            self.t_sent, *self.position, *self.orientation, self.jaw)
+
+    def _fields(self) -> tuple[object, ...]:
+        """The `_SERVO` fields in order (for packing several commands in one call)."""
+        return (_SERVO_CP, WIRE_VERSION, self.arm, self.flags, self.cmd_seq, self.t_sent, *self.position,
+                *self.orientation, self.jaw)
 
 
 # per-arm telemetry: arm, operating state, supervisor state, pad, last applied cmd_seq, pos[3], quat[4], jaw
@@ -108,6 +115,8 @@ class Telemetry:
 
 # type, version, count; then `count` ServoCommand encodings back to back
 _BUNDLE_HEAD = struct.Struct("!BBB")
+_BUNDLE_STRUCTS: dict[int, struct.Struct] = {}
+_SERVO_BUNDLE = int(MessageType.SERVO_BUNDLE)
 MAX_BUNDLE = 8
 
 
@@ -120,8 +129,14 @@ class ServoBundle:
     commands: tuple[ServoCommand, ...]
 
     def encode(self) -> bytes:
-        return _BUNDLE_HEAD.pack(MessageType.SERVO_BUNDLE, WIRE_VERSION, len(self.commands)) + b"".join(
-            c.encode() for c in self.commands)
+        n = len(self.commands)
+        fmt = _BUNDLE_STRUCTS.get(n)
+        if fmt is None:  # head + n commands in one Struct: one pack call per 1 kHz bundle, same bytes
+            fmt = _BUNDLE_STRUCTS[n] = struct.Struct(_BUNDLE_HEAD.format + _SERVO.format[1:] * n)
+        fields: list[object] = [_SERVO_BUNDLE, WIRE_VERSION, n]
+        for c in self.commands:
+            fields += c._fields()
+        return fmt.pack(*fields)
 
 
 def decode(payload: bytes) -> ServoCommand | ServoBundle | Telemetry:

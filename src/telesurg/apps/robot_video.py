@@ -62,7 +62,8 @@ def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], se
 
     os.nice(VIDEO_NICENESS)
 
-    from telesurg.robot.sim import SimDriver, StereoRenderer
+    from telesurg.robot.render import StereoRenderer
+    from telesurg.robot.sim import SimDriver
     from telesurg.video.codec import EncoderConfig
     from telesurg.video.pipeline import VideoSender
     from telesurg.video.sources import TestPatternSource, sim_endoscope

@@ -56,7 +56,9 @@ class TremorFilter:
         self._sections = [tuple(float(c) for c in (row[0], row[1], row[2], row[4], row[5])) for row in sos]
         self._zi_unit = signal.sosfilt_zi(sos) if config.enabled else np.zeros((0, 2))
         self._width = width
-        self._state: list[list[list[float]]] | None = None  # [axis][section] -> [z0, z1]
+        # state, flat: section k, axis a -> z0 at [2 * (k * axes + a)], z1 right after it
+        self._z: list[float] | None = None
+        self._axes = 0
 
     @property
     def enabled(self) -> bool:
@@ -64,26 +66,54 @@ class TremorFilter:
 
     def reset(self, value: np.ndarray) -> None:
         """Steady state for a constant input `value`, so the output starts there with no transient."""
-        self._state = [[[float(z0) * float(v), float(z1) * float(v)] for z0, z1 in self._zi_unit]
-                       for v in np.asarray(value, dtype=float)]
+        values = [float(v) for v in np.asarray(value, dtype=float)]
+        self._axes = len(values)
+        self._z = [float(zi) * v for z0, z1 in self._zi_unit for v in values for zi in (z0, z1)]
 
     def step(self, value: np.ndarray | tuple[float, ...]) -> np.ndarray:
         """Filter one sample; the first call starts from steady state at that sample."""
+        return np.array(self.step_floats(value), dtype=float)
+
+    def step_floats(self, value: np.ndarray | tuple[float, ...]) -> list[float]:
+        """`step` returning plain floats: the console's 1 kHz path needs no array.
+
+        xyz (the console's case) runs all three axes through a section at once, unrolled: the same
+        operations per axis as the general loop, a third of the loop overhead."""
         if not self._enabled:
-            return np.array(value, dtype=float)
-        if self._state is None:
+            return [float(v) for v in value]
+        if self._z is None:
             self.reset(np.asarray(value, dtype=float))
-        assert self._state is not None
+        z = self._z
+        assert z is not None
+        if len(value) != self._axes:
+            raise ValueError(f"filter was started with {self._axes} axes, got {len(value)} values")
+        if self._axes == 3:
+            x, y, w = float(value[0]), float(value[1]), float(value[2])
+            i = 0
+            for b0, b1, b2, a1, a2 in self._sections:
+                ox, oy, ow = b0 * x + z[i], b0 * y + z[i + 2], b0 * w + z[i + 4]
+                z[i] = b1 * x - a1 * ox + z[i + 1]
+                z[i + 1] = b2 * x - a2 * ox
+                z[i + 2] = b1 * y - a1 * oy + z[i + 3]
+                z[i + 3] = b2 * y - a2 * oy
+                z[i + 4] = b1 * w - a1 * ow + z[i + 5]
+                z[i + 5] = b2 * w - a2 * ow
+                x, y, w = ox, oy, ow
+                i += 6
+            return [x, y, w]
         out = []
-        for x, axis_state in zip(value, self._state, strict=True):
-            x = float(x)
-            for (b0, b1, b2, a1, a2), z in zip(self._sections, axis_state, strict=True):
-                y = b0 * x + z[0]
-                z[0] = b1 * x - a1 * y + z[1]
-                z[1] = b2 * x - a2 * y
+        stride = 2 * self._axes
+        for axis, v in enumerate(value):
+            x = float(v)
+            i = 2 * axis
+            for b0, b1, b2, a1, a2 in self._sections:
+                y = b0 * x + z[i]
+                z[i] = b1 * x - a1 * y + z[i + 1]
+                z[i + 1] = b2 * x - a2 * y
                 x = y
+                i += stride
             out.append(x)
-        return np.array(out)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

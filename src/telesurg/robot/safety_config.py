@@ -35,7 +35,10 @@ class WorkspaceBox(BaseModel):
         return self
 
     def contains(self, p: Vec3) -> bool:
-        return all(lo <= v <= hi for v, lo, hi in zip(p, self.low, self.high, strict=True))
+        if len(p) != 3:  # unrolled for the 1 kHz path; the length check keeps zip(strict=True)'s error
+            raise ValueError(f"workspace check needs 3 coordinates, got {len(p)}")
+        low, high = self.low, self.high
+        return low[0] <= p[0] <= high[0] and low[1] <= p[1] <= high[1] and low[2] <= p[2] <= high[2]
 
 
 class SupervisorConfig(BaseModel):

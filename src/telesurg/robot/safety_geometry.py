@@ -49,7 +49,7 @@ def rotate_toward(current: Quat, target: Quat, max_angle: float) -> Quat:
     angle = quat_angle(current, target)
     if angle <= max_angle:
         return target
-    dot = sum(c * t for c, t in zip(current, target, strict=True))
+    dot = current[0] * target[0] + current[1] * target[1] + current[2] * target[2] + current[3] * target[3]
     if dot < 0.0:  # take the short way round
         target = (-target[0], -target[1], -target[2], -target[3])
         dot = -dot
@@ -58,7 +58,8 @@ def rotate_toward(current: Quat, target: Quat, max_angle: float) -> Quat:
     s = math.sin(half)
     wa = math.sin((1.0 - t) * half) / s
     wb = math.sin(t * half) / s
-    return normalize(tuple(wa * c + wb * g for c, g in zip(current, target, strict=True)))  # type: ignore[arg-type]
+    return normalize((wa * current[0] + wb * target[0], wa * current[1] + wb * target[1],
+                      wa * current[2] + wb * target[2], wa * current[3] + wb * target[3]))
 
 
 def box_excess(p: Vec3, low: Vec3, high: Vec3) -> float:

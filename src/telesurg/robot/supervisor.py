@@ -16,6 +16,10 @@ Per-arm state machine (every transition logged with time and cause, invariant 7)
 Entering FOLLOWING, from READY or after any hold, needs a command carrying FLAG_REENGAGE and
 FLAG_ENGAGED whose pose is within `align_position_m` and `align_orientation_deg` of the tool
 (dVRK style, invariant 5); packets coming back never resume motion by themselves.
+
+`submit` and `tick` run for every arm at 1 kHz on the servo thread: they work on float tuples and
+hand out shared immutable `Decision`s, since numpy and allocations on 3-4 values cost more than
+the checks themselves.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ log = logging.getLogger(__name__)
 
 LOCAL_SENDER = "local"  # identity of the patient-side console; outranks every network sender
 _EPS = 1e-9
+_ARM_NAME = {arm.value: arm.name for arm in ArmId}
+_APPLIED = Decision(Outcome.APPLIED)
+_JAW_CLIPPED = Decision(Outcome.CLIPPED, "jaw_range")
+_REJECTED: dict[str, Decision] = {}  # one frozen Decision per reason, shared
 
 
 @dataclass(slots=True)
@@ -211,10 +219,10 @@ class SafetySupervisor:
 
         `link_seq` is the link's message number, kept for the record; ordering uses `cmd_seq`."""
         try:
-            name = ArmId(cmd.arm).name
-        except ValueError:
-            return self._reject("unknown_arm")
-        a = self._arms.get(name)
+            name = _ARM_NAME.get(cmd.arm)
+        except TypeError:  # unhashable
+            name = None
+        a = self._arms.get(name) if name is not None else None
         if a is None:
             return self._reject("unknown_arm")
         if self.estopped:
@@ -232,13 +240,14 @@ class SafetySupervisor:
             return self._reject("stale")
         if age < -self.config.future_tolerance_s:
             return self._reject("future")
-        pos = cmd.position
-        if not all(math.isfinite(v) for v in (*pos, *cmd.orientation, cmd.jaw)):
+        pos, q = cmd.position, cmd.orientation
+        isfinite = math.isfinite
+        if not (all(map(isfinite, pos)) and all(map(isfinite, q)) and isfinite(cmd.jaw)):
             return self._reject("malformed")
-        qn = quat_norm(cmd.orientation)
+        qn = quat_norm(q)
         if abs(qn - 1.0) > 0.01:
             return self._reject("bad_orientation")
-        quat = normalize(cmd.orientation)
+        quat = (q[0] / qn, q[1] / qn, q[2] / qn, q[3] / qn)  # = normalize(q), without a second norm
         a.last_heard_t = now  # the controller is alive and in order: no latch while it keeps talking
         if not cmd.engaged:
             if a.state is SupervisorState.FOLLOWING:
@@ -276,7 +285,7 @@ class SafetySupervisor:
         decision = self._accept(a, cmd, sender, now, pos, quat, jaw)
         if jaw != cmd.jaw:
             self.clipped += 1
-            return Decision(Outcome.CLIPPED, "jaw_range")
+            return _JAW_CLIPPED
         return decision
 
     # -------------------------------------------------------------------- tick
@@ -346,7 +355,10 @@ class SafetySupervisor:
 
     def _reject(self, reason: str) -> Decision:
         self.counters[reason] += 1
-        return Decision(Outcome.REJECTED, reason)
+        decision = _REJECTED.get(reason)
+        if decision is None:
+            decision = _REJECTED[reason] = Decision(Outcome.REJECTED, reason)
+        return decision
 
     def _accept(self, a: _Arm, cmd: ServoCommand, sender: str, now: float, pos: Vec3 | None, quat: Quat,
                 jaw: float) -> Decision:
@@ -362,7 +374,7 @@ class SafetySupervisor:
         a.target_pos, a.target_quat, a.target_jaw = pos, quat, jaw
         a.last_valid_t = now
         self.applied += 1
-        return Decision(Outcome.APPLIED)
+        return _APPLIED
 
     def _step(self, a: _Arm, dt: float) -> Setpoint:
         """Move the setpoint one capped step toward the target and re-check the result independently."""
@@ -383,7 +395,9 @@ class SafetySupervisor:
             self._violation(f"{a.name} rotation step above cap")
         if abs(a.setpoint_jaw - prev_jaw) > jaw_cap * (1 + 1e-6) + _EPS:
             self._violation(f"{a.name} jaw step above cap")
-        if box_excess(a.setpoint_pos, box.low, box.high) > box_excess(prev_pos, box.low, box.high) + _EPS:
+        # inside the box the excess is 0 and this check cannot fail: skip the arithmetic then
+        if not box.contains(a.setpoint_pos) and \
+                box_excess(a.setpoint_pos, box.low, box.high) > box_excess(prev_pos, box.low, box.high) + _EPS:
             self._violation(f"{a.name} setpoint moved outside the workspace")
         return Setpoint(Pose(np.array(a.setpoint_pos), np.array(a.setpoint_quat)), a.setpoint_jaw)
 
@@ -418,10 +432,10 @@ class SafetySupervisor:
 
 
 def _vec(v: np.ndarray | Iterable[float]) -> Vec3:
-    x, y, z = (float(c) for c in v)
-    return (x, y, z)
+    x, y, z = v.tolist() if isinstance(v, np.ndarray) else v  # type: ignore[misc]
+    return (float(x), float(y), float(z))
 
 
 def _quat(q: np.ndarray | Iterable[float]) -> Quat:
-    w, x, y, z = (float(c) for c in q)
-    return (w, x, y, z)
+    w, x, y, z = q.tolist() if isinstance(q, np.ndarray) else q  # type: ignore[misc]
+    return (float(w), float(x), float(y), float(z))

@@ -216,7 +216,7 @@ class _StereoRender:
 
 
 class SimEndoscopeEye:
-    """One eye of the simulated stereo endoscope (robot/sim.py `StereoRenderer`)."""
+    """One eye of the simulated stereo endoscope (robot/render.py `StereoRenderer`)."""
 
     def __init__(self, shared: _StereoRender, eye: int, width: int, height: int, fps: float) -> None:
         self._shared, self._eye = shared, eye
