@@ -198,3 +198,20 @@ def test_scripted_task_freezes_while_the_robot_holds_and_finishes_later():
     task.release(3.0)  # following again: the task resumes from 0.8 s of task time
     assert task.task_time(3.0) == pytest.approx(0.8)
     assert not task.done(4.1) and task.done(4.2 + 1e-9)
+
+
+def test_peg_transfer_plan_for_the_driven_arms_only_keeps_their_targets_and_the_task_length() -> None:
+    from telesurg.robot.peg_transfer import peg_transfer_plan
+    from telesurg.robot.scene import default_board
+
+    plan = peg_transfer_plan(default_board(), rings=2)
+    driven = plan.only(["PSM1", "PSM2"])
+    assert driven.duration == plan.duration
+    for t in np.linspace(0.0, plan.duration, 37):
+        full, part = plan.sample(float(t)), driven.sample(float(t))
+        assert set(part) == {"PSM1", "PSM2"}
+        for arm in part:
+            assert np.array_equal(full[arm].position, part[arm].position)
+            assert np.array_equal(full[arm].orientation, part[arm].orientation) and full[arm].jaw == part[arm].jaw
+    with pytest.raises(KeyError, match="PSM3"):
+        plan.only(["PSM1", "PSM3"])

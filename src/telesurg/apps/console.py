@@ -59,7 +59,8 @@ def make_input(script: str | None, config: ConsoleSiteConfig, rings: int) -> tup
         from telesurg.robot.scene import default_board
 
         plan = peg_transfer_plan(default_board(), rings=rings)
-        return ScriptedTaskInput(plan, config.console.scale, config.console.registration_wxyz), plan.duration
+        driven = plan.only([arm.name for arm in config.console.arms])
+        return ScriptedTaskInput(driven, config.console.scale, config.console.registration_wxyz), plan.duration
     if script == "keyboard":
         from telesurg.console.human_input import PygameMaster
 

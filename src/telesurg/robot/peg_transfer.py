@@ -107,6 +107,16 @@ class PegTransferPlan:
     def sample(self, t: float) -> dict[str, ToolTarget]:
         return {name: track.sample(t) for name, track in self._tracks.items()}
 
+    def only(self, names: list[str]) -> PegTransferPlan:
+        """The same plan for just these arms (a console driving the PSMs need not sample the ECM 1000
+        times a second); the task keeps its full duration."""
+        missing = sorted(set(names) - set(self._tracks))
+        if missing:
+            raise KeyError(f"the plan has no track for {missing}; it has {sorted(self._tracks)}")
+        subset = PegTransferPlan({name: self._tracks[name] for name in names}, self.rings, self.target_pegs)
+        subset.duration = self.duration
+        return subset
+
 
 def _at(xy: np.ndarray, z: float) -> np.ndarray:
     return np.array([xy[0], xy[1], z])
