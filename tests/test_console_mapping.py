@@ -210,6 +210,20 @@ def test_core_skips_missed_periods_instead_of_bursting():
     assert core.next_deadline() > 0.0105
 
 
+def test_core_sends_every_period_whatever_the_wake_up_jitter():
+    """A driver on a 1 ms grid wakes a little late each time, by varying amounts; the first wake-up
+    fixes the core's own grid. Every wake-up must still produce its period's commands."""
+    config = ConsoleConfig(following_states=(FOLLOW_NAME,))
+    core = ConsoleCore(config, WavingMaster())
+    robot = FakeRobot(config.arms)
+    rng = np.random.default_rng(3)
+    lateness = [0.0004, *rng.uniform(0.0, 0.0009, 999)]  # the first wake was among the latest
+    produced = [len(core.tick(0.001 * k + late, robot.telemetry(0.001 * k + late) if k == 0 else None))
+                for k, late in enumerate(lateness)]
+    assert produced == [2] * len(lateness)
+    assert core.counters.periods_skipped == 0
+
+
 def test_one_way_delay_estimate_from_applied_seq():
     config = ConsoleConfig(following_states=(FOLLOW_NAME,), arms=(ArmId.PSM1,))
     core = ConsoleCore(config, WavingMaster())
