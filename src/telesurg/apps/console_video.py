@@ -42,7 +42,6 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
     """Child process: payloads in, pictures on screen, keyframe requests and the report out."""
     os.nice(VIDEO_NICENESS)
     from telesurg.video.display import LatestFrames, StereoDisplay, overlay_lines
-    from telesurg.video.metrics import FREEZE_S
     from telesurg.video.pipeline import VideoReceiver
 
     video = VideoConfig(**config)
@@ -53,18 +52,7 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
         with send_lock, contextlib.suppress(OSError):
             sock.send(b"K" + payload)
 
-    freezes: list[tuple[int, float, float]] = []  # (eye, last picture before the gap, next picture)
-    last_at: dict[int, float] = {}
-
-    def on_frame(frame: Any) -> None:  # decode workers
-        now = time.monotonic()
-        before = last_at.get(frame.stream)
-        if before is not None and now - before > FREEZE_S:
-            freezes.append((frame.stream, before, now))
-        last_at[frame.stream] = now
-        latest.put(frame)
-
-    receiver = VideoReceiver(on_frame, send_event, fps=video.fps, decode_threads=True, clock_offset=-offset)
+    receiver = VideoReceiver(latest.put, send_event, fps=video.fps, decode_threads=True, clock_offset=-offset)
     stop = threading.Event()
     shown = [0]
 
@@ -117,7 +105,6 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
         report = dict(receiver.metrics.report())
         report["frames_on_screen"] = shown[0]
         report["keyframe_requests_sent"] = receiver.keyframe_requests_sent
-        report["freeze_intervals"] = [{"eye": eye, "from": a, "to": b} for eye, a, b in freezes]  # monotonic
         sock.settimeout(5.0)
         with contextlib.suppress(OSError):
             sock.send(b"R" + json.dumps(report).encode())

@@ -51,7 +51,7 @@ class _Eye:
     captured: int = 0
     displayed: int = 0
     dropped: int = 0
-    freezes: int = 0
+    freezes: list[tuple[float, float]] = field(default_factory=list)  # (last picture, next picture)
     code_mismatches: int = 0
     first_frame: int | None = None
     last_frame: int | None = None
@@ -102,7 +102,7 @@ class VideoMetrics:
         eye.first_frame = frame_number if eye.first_frame is None else eye.first_frame
         eye.last_frame = frame_number
         if eye.last_display is not None and now - eye.last_display > FREEZE_S:
-            eye.freezes += 1
+            eye.freezes.append((eye.last_display, now))
         eye.last_display = now
         eye.latencies.append(now - self.clock_offset - capture_time)
 
@@ -146,7 +146,7 @@ class VideoMetrics:
             "frames_captured": int(captured),
             "frames_displayed": int(eye.displayed),
             "frames_dropped": int(eye.dropped),
-            "freezes": int(eye.freezes),
+            "freezes": len(eye.freezes),
             "code_mismatches": int(eye.code_mismatches),
             "latency_ms": {
                 "p50": float(np.percentile(lat, 50)) if lat.size else None,
@@ -166,7 +166,10 @@ class VideoMetrics:
             "frames_captured": sum(int(e["frames_captured"]) for e in eyes.values()),  # type: ignore[call-overload]
             "frames_displayed": sum(e.displayed for e in self._eyes.values()),
             "frames_dropped": sum(e.dropped for e in self._eyes.values()),
-            "freezes": sum(e.freezes for e in self._eyes.values()),
+            "freezes": sum(len(e.freezes) for e in self._eyes.values()),
+            # when each freeze happened, on the receiver's clock (a report can line them up with events)
+            "freeze_intervals": sorted(({"eye": s, "from": a, "to": b} for s, e in self._eyes.items()
+                                        for a, b in e.freezes), key=lambda f: f["from"]),
             "code_mismatches": sum(e.code_mismatches for e in self._eyes.values()),
             "latency_ms": {
                 "p50": float(np.percentile(all_lat, 50)) if all_lat.size else None,
