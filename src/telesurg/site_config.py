@@ -35,6 +35,10 @@ class VideoConfig(BaseModel):
         "sim-endoscope", description="robot side: the simulated stereo endoscope, or a synthetic moving pattern "
                                      "(tests the transport without the CPU renderer's cost)")
 
+    def overridden(self, **changes: object) -> VideoConfig:
+        """A validated copy with the given fields changed (command-line overrides); None keeps a field."""
+        return VideoConfig.model_validate({**self.model_dump(), **{k: v for k, v in changes.items() if v is not None}})
+
 
 class SiteInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -45,7 +45,7 @@ from telesurg.messages import (
 from telesurg.realtime import CONSOLE_LINK_PRIORITY, CONSOLE_TICKER_PRIORITY, request_realtime
 from telesurg.robot.safety_types import SupervisorState
 from telesurg.robot.servo import DeadlineLoop
-from telesurg.site_config import ConfigError, ConsoleSiteConfig, VideoConfig, load_config
+from telesurg.site_config import ConfigError, ConsoleSiteConfig, load_config
 
 log = logging.getLogger("telesurg.console")
 SETTLE_S = 2.0  # after a scripted task ends, keep holding the last pose this long before stopping
@@ -297,8 +297,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, ConsoleSiteConfig)
         master, script_s = make_input(args.script, config, args.rings)
-        if args.video_fps is not None:
-            config.video.fps = VideoConfig.model_validate({"fps": args.video_fps}).fps
+        config.video = config.video.overridden(fps=args.video_fps)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"telesurg console: {exc}")
         return 2

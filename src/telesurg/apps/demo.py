@@ -86,10 +86,11 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise SystemExit(f"telesurg demo: {exc}") from None
     relays, robot_toml, console_toml = link.relays, link.robot_toml, link.console_toml
-    video = ["--no-video"] if args.no_video else []
-    if not video and args.video_fps is not None:
-        video = ["--video-fps", str(args.video_fps)]
-    robot_video = ["--no-video"] if args.no_video else [*video, "--video-source", args.video_source]
+    if args.no_video:
+        video = robot_video = ["--no-video"]
+    else:  # both sites must agree on the frame rate; only the robot has a source
+        video = [] if args.video_fps is None else ["--video-fps", str(args.video_fps)]
+        robot_video = [*video, "--video-source", args.video_source]
     robot_report, console_report = workdir / "robot.json", workdir / "console.json"
     for stale in (robot_report, console_report):  # never merge a previous run's figures
         stale.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ from telesurg.robot.local_console import LocalConsole
 from telesurg.robot.servo import ServoConfig, ServoLoop
 from telesurg.robot.sim import SimDriver
 from telesurg.robot.supervisor import Decision, SafetySupervisor
-from telesurg.site_config import ConfigError, RobotSiteConfig, VideoConfig, load_config
+from telesurg.site_config import ConfigError, RobotSiteConfig, load_config
 
 log = logging.getLogger("telesurg.robot")
 INSTRUMENT_ARMS = ("PSM1", "PSM2")
@@ -259,14 +259,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s robot %(levelname)s %(message)s")
     try:
         config = load_config(args.config, RobotSiteConfig)
-    except ConfigError as exc:
-        print(f"telesurg robot: {exc}")
-        return 2
-    try:
-        overrides = {"source": args.video_source, "fps": args.video_fps}
-        config.video = VideoConfig.model_validate(
-            {**config.video.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
-    except ValueError as exc:
+        config.video = config.video.overridden(source=args.video_source, fps=args.video_fps)
+    except (ConfigError, ValueError) as exc:
         print(f"telesurg robot: {exc}")
         return 2
     install_uvloop()
