@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MUJOCO_GL", "osmesa")
-
 import numpy as np
 import pytest
 

@@ -11,17 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from telesurg.link.events import MessageClass
-from telesurg.link.testing import make_pair
 from telesurg.netem.profiles import parse_profile
-from telesurg.netem.virtual import VirtualNetwork
-from telesurg.video.codec import EncoderConfig
 from telesurg.video.metrics import FREEZE_S
-from telesurg.video.pipeline import VideoSender
-from telesurg.video.sources import LoopedClipSource, TestPatternSource
-from test_video_link import ConsoleSide, RobotSide
+from test_video_link import FPS, stream_stereo
 
-W, H, FPS = 320, 180, 30.0
 # the Shanghai-Casablanca delays with their jitter, and no random loss: any freeze is the cut's doing
 PROFILE = parse_profile({"name": "cut-video", "path": [
     {"name": "a", "both": {"delay_ms": 52.5, "jitter_ms": 0.5}},
@@ -30,20 +23,7 @@ PROFILE = parse_profile({"name": "cut-video", "path": [
 
 
 def test_cutting_one_path_never_freezes_the_picture_and_loses_no_frame() -> None:
-    client, server, _, _ = make_pair(("a", "b"), seed=5)
-    console, robot = ConsoleSide(client), RobotSide(server)
-    net = VirtualNetwork(console, robot, PROFILE, seed=7)
-    client.connect(0.0)
-    net.run_for(2.0)
-    assert client.established and server.established
-
-    clock = lambda: net.now  # noqa: E731
-    clips = [LoopedClipSource.record(TestPatternSource(W, H, FPS, eye_offset_px=o), 60, clock=clock)
-             for o in (0, 12)]
-    cfg = EncoderConfig(width=W, height=H, fps=FPS, bitrate_kbps=1000, gop_frames=30)
-    sender = VideoSender(clips, cfg, lambda p: server.send(MessageClass.VIDEO, p, net.now), fec_overhead=0.2)
-    robot.sender = sender
-    net.add_ticker(1 / FPS, sender.step)
+    net, console, _, sender = stream_stereo(PROFILE, link_seed=5, net_seed=7, fec_overhead=0.2)
     net.run_for(3.0)
     cut_at = net.now
     net.path_down("a")

@@ -9,7 +9,7 @@ import numpy as np
 from telesurg.link.core import LinkCore
 from telesurg.link.events import MessageClass, MessageReceived, SessionEventReceived
 from telesurg.link.testing import make_pair
-from telesurg.netem.profiles import parse_profile
+from telesurg.netem.profiles import Profile, parse_profile
 from telesurg.netem.virtual import VirtualNetwork
 from telesurg.video.codec import DecodedFrame, EncoderConfig
 from telesurg.video.metrics import VideoMetrics
@@ -91,10 +91,12 @@ class RobotSide:
                 self.events_handled += self.sender.handle_event(event.payload, now)
 
 
-def test_stereo_h264_over_two_lossy_paths_for_60s() -> None:
-    client, server, _, _ = make_pair(("a", "b"), seed=3)
+def stream_stereo(profile: Profile, *, link_seed: int, net_seed: int,
+                  fec_overhead: float) -> tuple[VirtualNetwork, ConsoleSide, RobotSide, VideoSender]:
+    """Connect a link pair over `profile` (virtual clock), then stream a stereo test pattern at FPS."""
+    client, server, _, _ = make_pair(("a", "b"), seed=link_seed)
     console, robot = ConsoleSide(client), RobotSide(server)
-    net = VirtualNetwork(console, robot, PROFILE, seed=11)
+    net = VirtualNetwork(console, robot, profile, seed=net_seed)
     client.connect(0.0)
     net.run_for(2.0)
     assert client.established and server.established
@@ -103,9 +105,15 @@ def test_stereo_h264_over_two_lossy_paths_for_60s() -> None:
     cfg = EncoderConfig(width=W, height=H, fps=FPS, bitrate_kbps=1000, gop_frames=30)
     clips = [LoopedClipSource.record(TestPatternSource(W, H, FPS, eye_offset_px=o), 60, clock=clock)
              for o in (0, 12)]
-    sender = VideoSender(clips, cfg, lambda p: server.send(MessageClass.VIDEO, p, net.now), fec_overhead=0.3)
+    sender = VideoSender(clips, cfg, lambda p: server.send(MessageClass.VIDEO, p, net.now),
+                         fec_overhead=fec_overhead)
     robot.sender = sender
     net.add_ticker(1 / FPS, sender.step)
+    return net, console, robot, sender
+
+
+def test_stereo_h264_over_two_lossy_paths_for_60s() -> None:
+    net, console, robot, sender = stream_stereo(PROFILE, link_seed=3, net_seed=11, fec_overhead=0.3)
     start = net.now
     net.run_for(60.0)
     sender.close()
