@@ -68,6 +68,10 @@ def test_demo_moves_a_ring_over_the_shanghai_casablanca_profile(tmp_path, contra
     assert 160.0 <= paths["b"]["rtt_ms"]["p50"] <= 200.0  # 165 ms emulated; measured 170-190 ms
     assert report["safety"]["final_state"] == "READY"  # the scripted surgeon let go at the end
     assert report["security"]["rejected"] == {}
+    machine = report["machine"]  # the sites ran on separate CPUs, and the report says how busy the host was
+    split = machine["cpu_split"]
+    assert split["robot"] and split["console_and_emulator"] and not set(split["robot"]) & set(split["console_and_emulator"])
+    assert 0.0 < machine["cpu"]["busy_pct"] <= 100.0 and 0.0 <= machine["cpu"]["steal_pct"] <= 100.0
 
 
 def test_cutting_one_path_loses_no_command_and_video_does_not_freeze(tmp_path, contract_checker, no_loss_profile):

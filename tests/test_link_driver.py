@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 from telesurg.link.config import LinkConfig
@@ -77,3 +79,47 @@ async def _scenario(tmp_path: Path) -> None:
 
 def test_link_end_to_end_over_udp_through_netem_relays(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(_scenario(tmp_path), 30.0))
+
+
+async def _send_from_thread_scenario(tmp_path: Path) -> None:
+    """A second thread seals and sends while the loop thread receives, probes and sends too."""
+    server_cfg, client_cfg = _configs(tmp_path)
+    at_robot: list[MessageReceived] = []
+    robot = LinkEndpoint.from_config(server_cfg, is_client=False, on_message=at_robot.append)
+    console = LinkEndpoint.from_config(client_cfg, is_client=True)
+    try:
+        await robot.start()
+        for name in ("a", "b"):
+            console.set_remote(name, robot.local_address(name))
+        await console.start()
+        await asyncio.gather(console.wait_established(5.0), robot.wait_established(5.0))
+        sent: list[int | None] = []
+
+        def ticker() -> None:
+            for i in range(2000):
+                sent.append(console.send_from_thread(MessageClass.CONTROL, i.to_bytes(4, "big") + bytes(60)))
+                time.sleep(0.0002)
+
+        worker = threading.Thread(target=ticker)
+        worker.start()
+        while worker.is_alive():  # the loop thread keeps using the same core meanwhile
+            robot.send(MessageClass.TELEMETRY, b"telemetry")
+            console.send(MessageClass.TELEMETRY, b"loop-thread message")
+            await asyncio.sleep(0.001)
+        worker.join()
+        await asyncio.sleep(0.2)
+        control = [m for m in at_robot if m.msg_class is MessageClass.CONTROL]
+        assert None not in sent and len(set(sent)) == 2000
+        assert sorted(m.seq for m in control) == sorted(sent)  # every one delivered, once
+        assert [int.from_bytes(m.payload[:4], "big") for m in sorted(control, key=lambda m: m.seq)] == list(range(2000))
+        assert robot.counters["duplicates"] >= 1900  # both paths carried the thread's sends
+        assert not any(k.startswith("socket_error") for k in console.counters)
+        assert console.core.path_stats()["a"].rtt_p50_ms < 50  # probes kept running on the loop thread
+    finally:
+        await console.close()
+        await robot.close()
+    assert console.send_from_thread(MessageClass.CONTROL, b"after close") is None
+
+
+def test_send_from_another_thread_delivers_every_message_once(tmp_path: Path) -> None:
+    asyncio.run(asyncio.wait_for(_send_from_thread_scenario(tmp_path), 30.0))

@@ -227,6 +227,44 @@ def test_thread_runs_restores_switch_interval_and_holds_on_silence() -> None:
     assert loop.stats()["periods"] > 100 and telemetry
 
 
+def _judging_delays(apply_on_arrival: bool) -> tuple[list[float], FakeDriver, SafetySupervisor]:
+    """Stream commands every 5 ms into a 20 Hz loop (50 ms periods); how long each waited to be judged."""
+    driver = FakeDriver(("PSM1",))
+    sup = SafetySupervisor(SupervisorConfig(), ["PSM1"])
+    judged: dict[int, float] = {}
+    loop = ServoLoop(sup, driver, ServoConfig(rate_hz=20.0, telemetry_hz=20.0, apply_on_arrival=apply_on_arrival),
+                     on_decision=lambda c, d, now, off: judged.setdefault(c.cmd_seq, now))
+    loop.operator(lambda console, now: console.enable(now))
+    sup.assign("PSM1", "remote")
+    loop.start()
+    try:
+        deadline = time.monotonic() + 2.0
+        while sup.state("PSM1") is not SupervisorState.READY and time.monotonic() < deadline:
+            time.sleep(0.005)
+        submitted: dict[int, float] = {}
+        for seq in range(1, 41):
+            offset = np.array((0.00002 * seq, 0.0, 0.0))  # 20 µm per command: within the step cap
+            submitted[seq] = time.monotonic()
+            loop.submit(cmd(seq, submitted[seq], HOME + offset, flags=ENGAGE), "remote", seq, 0.0)
+            time.sleep(0.005)
+        time.sleep(0.06)
+    finally:
+        loop.stop()
+    return [judged[seq] - submitted[seq] for seq in submitted], driver, sup
+
+
+def test_commands_are_judged_and_applied_on_arrival_not_at_the_next_period() -> None:
+    waits, driver, sup = _judging_delays(apply_on_arrival=True)
+    assert float(np.median(waits)) < 0.010  # a 50 ms period would make them wait ~25 ms on average
+    assert sup.applied == 40 and sup.violations == 0
+    arm = driver._arms["PSM1"]
+    assert arm.servo_calls > driver.steps + 30  # setpoints went out between periods, on arrival
+    np.testing.assert_allclose(arm.pose.position, HOME + np.array((0.0008, 0.0, 0.0)))
+
+    grid_waits, _, _ = _judging_delays(apply_on_arrival=False)
+    assert float(np.median(grid_waits)) > 0.012  # judged only at the next 50 ms grid point
+
+
 @pytest.mark.slow
 def test_real_sim_driver_follows_within_caps_and_holds() -> None:
     """Real MuJoCo: engage PSM1, stream a 4 mm move at ~1 kHz from another thread, go silent."""

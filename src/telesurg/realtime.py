@@ -10,6 +10,11 @@ video, which runs at normal priority and a positive nice value, gives way first 
 
 SCHED_RESET_ON_FORK: threads and processes started later by a real-time thread run at normal
 priority, so a helper thread or a spawned video process never inherits the real-time class.
+
+CPU split: when one machine hosts both sites (the demo), `split_cpus` gives the robot site and the
+console site (with the emulator) separate CPUs, as two hospitals' machines would be; their
+real-time threads then never queue behind each other. Video processes `unpin` themselves: they
+are the work that may use whatever any CPU leaves.
 """
 
 from __future__ import annotations
@@ -39,3 +44,31 @@ def request_realtime(priority: int) -> bool:
         log.info("real-time scheduling not available (%s); running with normal priority", exc)
         return False
     return True
+
+
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """(console side, robot side) halves of the CPUs this process may use; None with fewer than 2."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+def pin(cpus: set[int]) -> bool:
+    """Restrict the calling process (and what it starts later) to `cpus`; False where refused."""
+    try:
+        os.sched_setaffinity(0, cpus)
+    except (AttributeError, OSError) as exc:
+        log.info("CPU affinity not available (%s)", exc)
+        return False
+    return True
+
+
+def unpin() -> None:
+    """Let the calling process run on every online CPU again (video work inside a pinned site)."""
+    count = os.cpu_count() or 1
+    pin(set(range(count)))

@@ -26,6 +26,28 @@ def percentiles(values: list[float], digits: int = 3) -> dict[str, float]:
             "max": round(float(arr.max()), digits)}
 
 
+def cpu_times() -> tuple[int, int, int] | None:
+    """(busy, steal, total) jiffies of the whole machine from /proc/stat; None where it is absent."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = fields + [0] * (8 - len(fields))
+    return user + nice + system + irq + softirq, steal, sum(fields)
+
+
+def cpu_usage(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> dict[str, float] | None:
+    """Share of the machine's CPU time that was busy, and stolen by the hypervisor, between two
+    `cpu_times` (percent of all CPUs). Steal is time a virtual machine wanted a CPU and the host
+    gave it to someone else: figures measured under heavy steal are the host's, not ours."""
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    total = after[2] - before[2]
+    return {"busy_pct": round(100.0 * (after[0] - before[0]) / total, 1),
+            "steal_pct": round(100.0 * (after[1] - before[1]) / total, 1)}
+
+
 def security_rejections(counters: Counter[str]) -> dict[str, int]:
     return {k: int(v) for k, v in sorted(counters.items()) if k not in NOT_SECURITY and v}
 

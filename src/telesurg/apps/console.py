@@ -120,17 +120,17 @@ class ConsoleSite:
             self.path_events.append({"at_s": round(at, 3), "path": event.path, "old": str(event.old.value),
                                      "new": str(event.new.value)})
 
+    # -- command thread ----------------------------------------------------------------------------
     def _send(self, commands: list[ServoCommand]) -> None:
         if not self.endpoint.established:
             self.send_failed += len(commands)
             return
-        if self.endpoint.send(MessageClass.CONTROL, ServoBundle(tuple(commands)).encode()) is None:
+        if self.endpoint.send_from_thread(MessageClass.CONTROL, ServoBundle(tuple(commands)).encode()) is None:
             self.send_failed += len(commands)
             return
         # the console's share of the command delay: stamped on the ticker -> handed to the sockets
         self.send_overhead_ms.append(1000.0 * (time.monotonic() - commands[0].t_sent))
 
-    # -- command thread ----------------------------------------------------------------------------
     def _tick(self, now: float) -> None:
         while self._telemetry:
             telemetry = self._telemetry.popleft()
@@ -142,8 +142,8 @@ class ConsoleSite:
         commands = self.core.tick(now)
         if self.finishing:  # the surgeon lets go: the robot goes FOLLOWING -> READY, not to a watchdog hold
             commands = [replace(c, flags=c.flags & ~(FLAG_ENGAGED | FLAG_REENGAGE)) for c in commands]
-        if commands and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._send, commands)
+        if commands:
+            self._send(commands)  # sealed and sent on this thread: no hop through the event loop
 
     def _follow_robot_state(self, telemetry: Telemetry, now: float) -> None:
         """A scripted surgeon stops while the robot holds and goes on once it follows again."""

@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from telesurg.link.driver import LinkEndpoint
+from telesurg.realtime import unpin
 from telesurg.site_config import VideoConfig
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ _MAX_MESSAGE = 1 << 16
 def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: float) -> None:
     """Child process: payloads in, pictures on screen, keyframe requests and the report out."""
     os.nice(VIDEO_NICENESS)
+    unpin()  # any CPU's spare cycles, even when the console site is pinned (the demo's CPU split)
     from telesurg.video.display import LatestFrames, StereoDisplay, overlay_lines
     from telesurg.video.pipeline import VideoReceiver
 

@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from telesurg.apps.common import write_report
+from telesurg.apps.common import cpu_times, cpu_usage, write_report
 from telesurg.apps.emulated import site_command, start_emulated_link
 from telesurg.link.driver import install_uvloop
 from telesurg.netem.errors import NetemConfigError
 from telesurg.netem.profiles import load_profile
 from telesurg.netem.relay import start_scenario
 from telesurg.netem.scenario import load_scenario
+from telesurg.realtime import pin, split_cpus
 
 ROBOT_STOP_TIMEOUT_S = 20.0
 
@@ -95,9 +96,14 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     for stale in (robot_report, console_report):  # never merge a previous run's figures
         stale.unlink(missing_ok=True)
     env = dict(os.environ)
+    halves = split_cpus() if args.cpu_split else None
+    console_cpus, robot_cpus = halves if halves is not None else (None, None)
     robot_log = (workdir / "robot.log").open("w")  # the robot's transition log; the terminal is the console's
     robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, ["--seed", str(args.seed), *robot_video]),
-                             env=env, stdout=robot_log, stderr=subprocess.STDOUT)
+                             env=env, stdout=robot_log, stderr=subprocess.STDOUT,
+                             preexec_fn=None if robot_cpus is None else lambda: pin(robot_cpus))
+    if console_cpus is not None:  # the relays (this process) and the console share the other half
+        pin(console_cpus)
     following_marker = workdir / "console.following"
     following_marker.unlink(missing_ok=True)
     console_extra = ["--rings", str(args.rings), "--following-file", str(following_marker),
@@ -106,8 +112,10 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         console_extra += ["--duration", str(args.duration)]
     if not args.live:
         console_extra.append("--no-live")
-    started = time.monotonic()
+    started, cpu_at_start = time.monotonic(), cpu_times()
     console = subprocess.Popen(site_command("console", console_toml, console_report, console_extra), env=env)
+    report_extra = {"cpu_split": None if halves is None else {"console_and_emulator": sorted(console_cpus or ()),
+                                                              "robot": sorted(robot_cpus or ())}}
     timers: list[asyncio.TimerHandle] = []
     scenario_started = scenario is None
     try:
@@ -141,7 +149,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if not robot_data or not console_data:
         raise RuntimeError(f"a site wrote no report (robot exit {robot.returncode}, console exit "
                            f"{console.returncode}); see the output above")
-    return merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats)
+    report = merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats)
+    report["machine"] = {"cpus": os.cpu_count(), **report_extra, "cpu": cpu_usage(cpu_at_start, cpu_times())}
+    return report
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -159,6 +169,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"software overhead p50/p99: console send {o['console_send']['p50']:.2f}/"
                      f"{o['console_send']['p99']:.2f} ms, robot receive->apply {o['robot_apply']['p50']:.2f}/"
                      f"{o['robot_apply']['p99']:.2f} ms")
+        late = {name: v["p99"] for name, v in (o.get("relay_lateness") or {}).items() if v and v.get("p99") is not None}
+        if late:
+            lines.append("emulator lateness p99 (test harness, not telesurg): "
+                         + ", ".join(f"path {name} {ms:.2f} ms" for name, ms in late.items()))
     lines.append(f"safety: {s['violations']} violations, {len(s['holds'])} holds, final state {s['final_state']}")
     lines.append(f"task: {t['rings_moved']} rings moved ({t['time_s']:.1f} s)")
     if "video" in report:
@@ -168,6 +182,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"video: {v['frames_displayed']}/{v['frames_captured']} frames, latency p50 "
                          f"{v['latency_ms']['p50']:.1f} ms, {v['bitrate_mbps']:.2f} Mbps, freezes {v['freezes']}")
+    m = report.get("machine") or {}
+    if m.get("cpu"):
+        split = m.get("cpu_split")
+        where = (f"robot on CPUs {split['robot']}, console and emulator on {split['console_and_emulator']}"
+                 if split else "sites not pinned")
+        lines.append(f"machine: {m.get('cpus')} CPUs, {where}; busy {m['cpu']['busy_pct']:.0f} %, "
+                     f"stolen by the host {m['cpu']['steal_pct']:.0f} %")
     return lines
 
 
@@ -184,6 +205,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the endoscope stream shows (test-pattern: no CPU rendering)")
     parser.add_argument("--video-fps", type=float, help="endoscope frame rate (default: the sites' 15 fps)")
     parser.add_argument("--workdir", type=Path, help="keep site files and reports here (default: a temp dir)")
+    parser.add_argument("--cpu-split", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the robot site and the console site (with the emulator) on separate halves of "
+                             "the CPUs, as on two machines (default: on, with 2 or more CPUs); video uses any CPU")
     parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                         help="live status display (default: when stdout is a terminal)")

@@ -25,6 +25,7 @@ import numpy as np
 
 from telesurg.link.driver import LinkEndpoint
 from telesurg.link.events import MessageClass
+from telesurg.realtime import unpin
 from telesurg.site_config import VideoConfig
 from telesurg.video.control import is_video_control  # light (no codec): imported here, not on the hot path
 
@@ -61,6 +62,7 @@ def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], se
     import mujoco
 
     os.nice(VIDEO_NICENESS)
+    unpin()  # any CPU's spare cycles, even when the robot site is pinned (the demo's CPU split)
 
     from telesurg.robot.render import StereoRenderer
     from telesurg.robot.sim import SimDriver

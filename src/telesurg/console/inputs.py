@@ -99,13 +99,13 @@ class ToolTrajectory(Protocol):
 
 
 def _vec3(values: object) -> Vec3:
-    x, y, z = (float(v) for v in values)  # type: ignore[attr-defined]
-    return (x, y, z)
+    x, y, z = values  # type: ignore[misc]
+    return (float(x), float(y), float(z))
 
 
 def _quat(values: object) -> Quat:
-    w, x, y, z = (float(v) for v in values)  # type: ignore[attr-defined]
-    return quat.normalize((w, x, y, z))
+    w, x, y, z = values  # type: ignore[misc]
+    return quat.normalize((float(w), float(x), float(y), float(z)))
 
 
 class ScriptedTaskInput:

@@ -43,15 +43,22 @@ class ToolTarget:
     jaw: float
 
 
-def _slerp(q0: np.ndarray, q1: np.ndarray, s: float) -> np.ndarray:
-    dot = float(q0 @ q1)
+def _slerp(q0: tuple[float, ...], q1: tuple[float, ...], s: float) -> tuple[float, float, float, float]:
+    """Shortest-arc interpolation, unrolled on plain floats: the console samples the plan at 1 kHz,
+    and numpy's per-call overhead on 4-element arrays cost more than the arithmetic."""
+    w0, x0, y0, z0 = q0
+    w1, x1, y1, z1 = q1
+    dot = w0 * w1 + x0 * x1 + y0 * y1 + z0 * z1
     if dot < 0.0:
-        q1, dot = -q1, -dot
+        w1, x1, y1, z1, dot = -w1, -x1, -y1, -z1, -dot
     if dot > 0.9995:
-        q = q0 + s * (q1 - q0)
-        return q / np.linalg.norm(q)
+        w, x, y, z = w0 + s * (w1 - w0), x0 + s * (x1 - x0), y0 + s * (y1 - y0), z0 + s * (z1 - z0)
+        norm = math.sqrt(w * w + x * x + y * y + z * z)
+        return w / norm, x / norm, y / norm, z / norm
     theta = math.acos(dot)
-    return (math.sin((1 - s) * theta) * q0 + math.sin(s * theta) * q1) / math.sin(theta)
+    sin_theta = math.sin(theta)
+    k0, k1 = math.sin((1 - s) * theta) / sin_theta, math.sin(s * theta) / sin_theta
+    return k0 * w0 + k1 * w1, k0 * x0 + k1 * x1, k0 * y0 + k1 * y1, k0 * z0 + k1 * z1
 
 
 def _angle_between(q0: np.ndarray, q1: np.ndarray) -> float:
@@ -70,6 +77,7 @@ class _Track:
 
     times: list[float] = field(default_factory=list)
     targets: list[ToolTarget] = field(default_factory=list)
+    _floats: list[tuple[tuple[float, ...], tuple[float, ...], float]] = field(default_factory=list)
 
     def add(self, target: ToolTarget, duration: float | None = None) -> None:
         if not self.times:
@@ -82,6 +90,8 @@ class _Track:
                 duration = max(0.3, MIN_JERK_PEAK_FACTOR * max(distance / PEAK_SPEED, turn / PEAK_ANGULAR_SPEED))
             self.times.append(self.times[-1] + duration)
         self.targets.append(target)
+        self._floats.append((tuple(map(float, target.position)), tuple(map(float, target.orientation)),
+                             float(target.jaw)))
 
     def sample(self, t: float) -> ToolTarget:
         k = bisect.bisect_right(self.times, t)
@@ -89,10 +99,12 @@ class _Track:
             return self.targets[0]
         if k >= len(self.times):
             return self.targets[-1]
-        a, b = self.targets[k - 1], self.targets[k]
+        (p0, q0, jaw0), (p1, q1, jaw1) = self._floats[k - 1], self._floats[k]
         s = min_jerk((t - self.times[k - 1]) / (self.times[k] - self.times[k - 1]))
-        return ToolTarget(a.position + s * (b.position - a.position), _slerp(a.orientation, b.orientation, s),
-                          a.jaw + s * (b.jaw - a.jaw))
+        x0, y0, z0 = p0
+        x1, y1, z1 = p1
+        return ToolTarget(np.array((x0 + s * (x1 - x0), y0 + s * (y1 - y0), z0 + s * (z1 - z0))),
+                          np.array(_slerp(q0, q1, s)), jaw0 + s * (jaw1 - jaw0))
 
 
 class PegTransferPlan:

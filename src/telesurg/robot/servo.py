@@ -4,7 +4,10 @@ Each period, in this order: operator actions from the local console (invariant 6
 any network command of the same period), queued network commands into `SafetySupervisor.submit`,
 measured state from the driver, `SafetySupervisor.tick`, driver state commands (disable first on an
 e-stop), capped setpoints to `servo_cp`/`servo_jaw`, `driver.step(period)`, and every
-`rate_hz / telemetry_hz` periods a `messages.Telemetry` to the callback.
+`rate_hz / telemetry_hz` periods a `messages.Telemetry` to the callback. Between periods the thread
+waits on its command inbox: a command that arrives is judged at once and, if accepted, the
+supervisor ticks and the new setpoint goes to the driver then (`apply_on_arrival`), so a command
+does not wait up to a period for the grid; only the physics (`driver.step`) keeps to the grid.
 
 Timing: deadlines sit on an absolute grid `t0 + k * period` of `time.monotonic()`, so lateness never
 accumulates into drift; a period that wakes (or runs) past the next grid point skips to the next one
@@ -31,11 +34,13 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +62,7 @@ class ServoConfig:
     switch_interval_s: float | None = 0.0002  # None: leave the interpreter's setting alone
     spin_s: float = 0.0  # spin (instead of sleep) for the last part of each wait; see the module docstring
     realtime_priority: int | None = SERVO_PRIORITY  # SCHED_FIFO priority for the servo thread where allowed; None: never
+    apply_on_arrival: bool = True  # judge a command and hand its setpoint to the driver when it arrives
 
     def __post_init__(self) -> None:
         if not 10.0 <= self.rate_hz <= 5000.0:
@@ -99,14 +105,22 @@ class PeriodStats:
 
 
 class DeadlineLoop:
-    """Calls `body(now)` on an absolute deadline grid on its own thread; records lateness."""
+    """Calls `body(now)` on an absolute deadline grid on its own thread; records lateness.
+
+    With `inbox`, the wait between deadlines is a wait on that queue: each item put there is handed
+    to `on_arrival(item, now)` at once, on this thread, instead of waiting for the next deadline."""
 
     def __init__(self, period_s: float, body: Callable[[float], None], *, spin_s: float = 0.0,
                  clock: Callable[[], float] = time.monotonic, name: str = "deadline-loop",
-                 realtime_priority: int | None = None) -> None:
+                 realtime_priority: int | None = None, inbox: queue.SimpleQueue | None = None,
+                 on_arrival: Callable[[Any, float], None] | None = None) -> None:
+        if (inbox is None) != (on_arrival is None):
+            raise ValueError("DeadlineLoop: give both inbox and on_arrival, or neither")
         self.period_s = period_s
         self.body = body
         self.spin_s = spin_s
+        self.inbox = inbox
+        self.on_arrival = on_arrival
         self.clock = clock
         self.stats = PeriodStats()
         self.error: BaseException | None = None
@@ -133,16 +147,25 @@ class DeadlineLoop:
         clock, period, spin = self.clock, self.period_s, self.spin_s
         t0 = clock()
         k = 1
+        inbox, on_arrival = self.inbox, self.on_arrival
         while not self._stop.is_set():
             deadline = t0 + k * period
-            remaining = deadline - clock()
-            if remaining > spin:
-                time.sleep(remaining - spin)
-            while clock() < deadline:
-                time.sleep(0)  # yield the GIL while spinning, so the link thread is not starved
-            now = clock()
-            self.stats.record(now - deadline)
             try:
+                if inbox is not None and on_arrival is not None:
+                    while (remaining := deadline - clock()) > spin:
+                        try:
+                            item = inbox.get(timeout=remaining - spin)
+                        except queue.Empty:
+                            break
+                        on_arrival(item, clock())
+                else:
+                    remaining = deadline - clock()
+                    if remaining > spin:
+                        time.sleep(remaining - spin)
+                while clock() < deadline:
+                    time.sleep(0)  # yield the GIL while spinning, so the link thread is not starved
+                now = clock()
+                self.stats.record(now - deadline)
                 self.body(now)
             except BaseException as exc:  # noqa: BLE001 - the owner decides; we must not die silently
                 self.error = exc
@@ -173,18 +196,22 @@ class ServoLoop:
         missing = set(supervisor.arm_names) - set(self._arms)
         if missing:
             raise ValueError(f"supervisor arms {sorted(missing)} are not in the driver {sorted(self._arms)}")
-        self._inbox: collections.deque[tuple[ServoCommand, str, int, float | None]] = collections.deque()
+        self._inbox: queue.SimpleQueue[tuple[ServoCommand, str, int, float | None]] = queue.SimpleQueue()
         self._operator: collections.deque[Callable[[LocalConsole, float], None]] = collections.deque()
         self._telemetry_every = max(1, round(self.config.rate_hz / self.config.telemetry_hz))
         self._count = 0
         self._previous_switch: float | None = None
+        on_arrival = self._on_arrival if self.config.apply_on_arrival else None
         self._loop = DeadlineLoop(self.config.period_s, self.step, spin_s=self.config.spin_s, clock=clock,
-                                  name="servo", realtime_priority=self.config.realtime_priority)
+                                  name="servo", realtime_priority=self.config.realtime_priority,
+                                  inbox=self._inbox if on_arrival else None, on_arrival=on_arrival)
 
     # ---------------------------------------------------------- thread-safe inputs
     def submit(self, cmd: ServoCommand, sender: str, link_seq: int, clock_offset: float | None) -> None:
-        """Queue a command from the link thread; judged at the start of the next period."""
-        self._inbox.append((cmd, sender, link_seq, clock_offset))
+        """Queue a command from the link thread. With `apply_on_arrival` the servo thread wakes, judges
+        it and hands its setpoint to the driver at once (a 1 kHz command stream otherwise waits 0-1 ms
+        for the next period); the physics still steps on the period grid. Else: judged next period."""
+        self._inbox.put((cmd, sender, link_seq, clock_offset))
 
     def operator(self, action: Callable[[LocalConsole, float], None]) -> None:
         """Queue a local-console action; it runs before any network command of the next period."""
@@ -222,29 +249,12 @@ class ServoLoop:
     # ---------------------------------------------------------------- one period
     def step(self, now: float) -> None:
         """One servo period at time `now` (public so tests can drive it without the thread)."""
-        sup = self.supervisor
         try:
-            while self._operator:
-                self._operator.popleft()(self.local_console, now)
-            while self._inbox:
-                cmd, sender, link_seq, offset = self._inbox.popleft()
-                decision = sup.submit(cmd, sender, link_seq, offset, now)
-                if self.on_decision is not None:
-                    self.on_decision(cmd, decision, now, offset)
-            names = sup.arm_names
+            self._run_operator_actions(now)
+            self._judge_queued(now)
             publish = self.on_telemetry is not None and (self._count + 1) % self._telemetry_every == 0
-            # forward kinematics costs tens of µs per arm: read poses only when someone uses them
-            wanted = names if publish else [n for n in names if sup.needs_measured(n)]
-            measured = {n: self._arms[n].measured_cp() for n in wanted}
-            jaw = {n: self._arms[n].measured_jaw() for n in wanted}
-            operating = {n: self._arms[n].operating_state() for n in names}
-            setpoints = sup.tick(now, measured, jaw, operating)
-            for name, command in sup.drain_driver_commands():
-                self._arms[name].state_command(command)
-            for name, sp in setpoints.items():
-                arm = self._arms[name]
-                arm.servo_cp(sp.pose)
-                arm.servo_jaw(sp.jaw)
+            measured, jaw, operating = self._read_arms(publish)
+            self._command_driver(now, measured, jaw, operating)
             self.driver.step(self.config.period_s)
         except Exception:
             self._fail_safe(now)
@@ -252,6 +262,57 @@ class ServoLoop:
         self._count += 1
         if publish and self.on_telemetry is not None:
             self.on_telemetry(self._telemetry(now, measured, jaw, operating))
+
+    def _on_arrival(self, item: tuple[ServoCommand, str, int, float | None], now: float) -> None:
+        """Between periods: judge what arrived and, if accepted, hand the new setpoints over now."""
+        try:
+            self._run_operator_actions(now)  # invariant 6: local actions before network commands
+            accepted = self._judge(item, now)
+            accepted = self._judge_queued(now) or accepted
+            if accepted:
+                self._command_driver(now, *self._read_arms(False))
+        except Exception:
+            self._fail_safe(now)
+            raise
+
+    def _run_operator_actions(self, now: float) -> None:
+        while self._operator:
+            self._operator.popleft()(self.local_console, now)
+
+    def _judge(self, item: tuple[ServoCommand, str, int, float | None], now: float) -> bool:
+        cmd, sender, link_seq, offset = item
+        decision = self.supervisor.submit(cmd, sender, link_seq, offset, now)
+        if self.on_decision is not None:
+            self.on_decision(cmd, decision, now, offset)
+        return decision.accepted
+
+    def _judge_queued(self, now: float) -> bool:
+        accepted = False
+        inbox = self._inbox
+        while not inbox.empty():
+            accepted = self._judge(inbox.get_nowait(), now) or accepted
+        return accepted
+
+    def _read_arms(self, all_arms: bool) -> tuple[dict, dict, dict]:
+        sup, arms = self.supervisor, self._arms
+        names = sup.arm_names
+        # forward kinematics costs tens of µs per arm: read poses only when someone uses them
+        wanted = names if all_arms else [n for n in names if sup.needs_measured(n)]
+        measured = {n: arms[n].measured_cp() for n in wanted}
+        jaw = {n: arms[n].measured_jaw() for n in wanted}
+        operating = {n: arms[n].operating_state() for n in names}
+        return measured, jaw, operating
+
+    def _command_driver(self, now: float, measured: dict, jaw: dict, operating: dict) -> None:
+        """Supervisor tick, then its state commands and capped setpoints to the driver."""
+        sup = self.supervisor
+        setpoints = sup.tick(now, measured, jaw, operating)
+        for name, command in sup.drain_driver_commands():
+            self._arms[name].state_command(command)
+        for name, sp in setpoints.items():
+            arm = self._arms[name]
+            arm.servo_cp(sp.pose)
+            arm.servo_jaw(sp.jaw)
 
     def _fail_safe(self, now: float) -> None:
         """An exception in the period: e-stop every arm, best effort, before the loop stops."""
