@@ -32,6 +32,7 @@ from telesurg.netem.scenario import load_scenario
 from telesurg.realtime import pin, split_cpus
 
 ROBOT_STOP_TIMEOUT_S = 20.0
+DRAIN_TIMEOUT_S = 2.0  # longest wait for commands still crossing the emulated WAN when the console stops
 
 
 def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], console: dict[str, Any],
@@ -130,6 +131,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 console.send_signal(signal.SIGINT)
                 break
         await asyncio.to_thread(console.wait)
+        await link.drain(DRAIN_TIMEOUT_S)  # the console's last commands reach the robot before it stops
     finally:
         for timer in timers:
             timer.cancel()

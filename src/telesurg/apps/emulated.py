@@ -50,6 +50,15 @@ class EmulatedLink:
     def stats(self) -> dict[str, Any]:
         return {name: relay.stats for name, relay in self.relays.items()}
 
+    async def drain(self, timeout: float) -> None:
+        """Wait until the relays hold no console->robot packet (commands still crossing the emulated
+        WAN when the console stops), at most `timeout` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(relay.path.forward.stats.in_flight for relay in self.relays.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                return
+            await asyncio.sleep(0.01)
+
     async def close(self) -> dict[str, Any]:
         """Stop the relays; return their final counters."""
         stats = self.stats()

@@ -5,8 +5,10 @@ Shared by the virtual-clock network and the UDP relay, so a scenario means the s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 from telesurg.netem.core import DirectionEmulator, Impairment
 from telesurg.netem.profiles import Profile
@@ -26,6 +28,8 @@ class EmulatedPath:
         self.name = name
         self.forward = DirectionEmulator(forward, derive_seed(seed, name, "forward"))
         self.reverse = DirectionEmulator(reverse, derive_seed(seed, name, "reverse"))
+        # a relay whose departure threads share these emulators sets a real lock here
+        self.lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 
     @property
     def directions(self) -> tuple[DirectionEmulator, DirectionEmulator]:
@@ -36,20 +40,24 @@ class EmulatedPath:
         return self.forward.is_down
 
     def down(self, now: float | None = None) -> None:
-        for direction in self.directions:
-            direction.down(now)
+        with self.lock:
+            for direction in self.directions:
+                direction.down(now)
 
     def up(self) -> None:
-        for direction in self.directions:
-            direction.up()
+        with self.lock:
+            for direction in self.directions:
+                direction.up()
 
     def set(self, **changes: float) -> None:
-        for direction in self.directions:
-            direction.set(**changes)
+        with self.lock:
+            for direction in self.directions:
+                direction.set(**changes)
 
     def revert(self, *fields: str) -> None:
-        for direction in self.directions:
-            direction.revert(*fields)
+        with self.lock:
+            for direction in self.directions:
+                direction.revert(*fields)
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {"forward": self.forward.stats.as_dict(), "reverse": self.reverse.stats.as_dict()}
