@@ -72,6 +72,9 @@ def figures(report: dict[str, Any]) -> dict[str, Any]:
         "commands": {k: report["commands"][k] for k in ("sent", "lost", "applied")},
         "violations": report["safety"]["violations"], "holds": len(report["safety"]["holds"]),
         "cpu_busy_pct": cpu.get("busy_pct"), "cpu_steal_pct": cpu.get("steal_pct"),
+        "servo": report.get("robot", {}).get("servo"), "console_ticker": report.get("console", {}).get("ticker"),
+        "video": {k: report["video"].get(k) for k in ("frames_displayed", "freezes", "latency_ms")}
+        if "video" in report else None,
     }
 
 

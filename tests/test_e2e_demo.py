@@ -70,7 +70,7 @@ def test_demo_moves_a_ring_over_the_shanghai_casablanca_profile(tmp_path, contra
     assert report["security"]["rejected"] == {}
     machine = report["machine"]  # the sites ran on separate CPUs, and the report says how busy the host was
     split = machine["cpu_split"]
-    assert split["robot"] and split["console_and_emulator"] and not set(split["robot"]) & set(split["console_and_emulator"])
+    assert split["robot"] and split["console"] and not set(split["robot"]) & set(split["console"])
     assert 0.0 < machine["cpu"]["busy_pct"] <= 100.0 and 0.0 <= machine["cpu"]["steal_pct"] <= 100.0
 
 

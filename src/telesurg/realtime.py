@@ -19,8 +19,10 @@ are the work that may use whatever any CPU leaves.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import re
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,17 @@ def split_cpus() -> tuple[set[int], set[int]] | None:
     return set(cpus[:half]), set(cpus[half:])
 
 
+def parse_cpus(text: str) -> set[int]:
+    """'1', '2,3' or '0-3' -> a set of CPU numbers; ValueError that says the accepted forms."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None or (match[2] is not None and int(match[2]) < int(match[1])):
+            raise ValueError(f"--cpus {text!r}: give CPU numbers like 1, 2,3 or 0-3")
+        cpus.update(range(int(match[1]), int(match[2] or match[1]) + 1))
+    return cpus
+
+
 def pin(cpus: set[int]) -> bool:
     """Restrict the calling process (and what it starts later) to `cpus`; False where refused."""
     try:
@@ -72,3 +85,13 @@ def unpin() -> None:
     """Let the calling process run on every online CPU again (video work inside a pinned site)."""
     count = os.cpu_count() or 1
     pin(set(range(count)))
+
+
+def settle_garbage_collector() -> None:
+    """Collect once, then freeze every object that exists (call after start-up, before the 1 kHz
+    threads run). CPython's cyclic collector stops every thread of the process while it runs, and a
+    full collection of a site's heap (MuJoCo, numpy, pydantic, codecs) took 22-52 ms on the demo
+    machine, which the servo loop felt as a late period. Start-up objects never become garbage;
+    frozen, later collections walk only what the session allocates."""
+    gc.collect()
+    gc.freeze()

@@ -42,7 +42,14 @@ from telesurg.messages import (
     Telemetry,
     decode,
 )
-from telesurg.realtime import CONSOLE_LINK_PRIORITY, CONSOLE_TICKER_PRIORITY, request_realtime
+from telesurg.realtime import (
+    CONSOLE_LINK_PRIORITY,
+    CONSOLE_TICKER_PRIORITY,
+    parse_cpus,
+    pin,
+    request_realtime,
+    settle_garbage_collector,
+)
 from telesurg.robot.safety_types import SupervisorState
 from telesurg.robot.servo import DeadlineLoop
 from telesurg.site_config import ConfigError, ConsoleSiteConfig, load_config
@@ -182,6 +189,7 @@ class ConsoleSite:
         previous_switch = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)
         self.started_at = time.monotonic()
+        settle_garbage_collector()  # no full collection of the start-up heap stalls the ticker later
         self._ticker.start()
         status = LiveStatus(refresh_per_second=2.0) if live else None  # ~13 ms of rendering each
         try:
@@ -287,6 +295,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-live", action="store_true", help="print a final status instead of a live one")
     parser.add_argument("--following-file", type=Path, help="write this file once every arm is following")
     parser.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to wait for the robot")
+    parser.add_argument("--cpus", help="run this site on these CPUs only (e.g. 1 or 2-3); video may use any")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr (keeps the live display clean)")
 
@@ -301,6 +310,15 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"telesurg console: {exc}")
         return 2
+    if args.cpus is not None:
+        try:
+            cpus = parse_cpus(args.cpus)
+        except ValueError as exc:
+            print(f"telesurg console: {exc}")
+            return 2
+        if not pin(cpus):  # before any thread starts: they all inherit it
+            print(f"telesurg console: cannot run on CPUs {sorted(cpus)} here (see `nproc`)")
+            return 2
     # a scripted task runs until performed (time spent in holds extends it), within a generous cap
     duration = args.duration if args.duration is not None else (
         None if script_s is None else 2 * script_s + 30.0)

@@ -18,7 +18,9 @@ from telesurg.apps.init import PATH_NAMES, write_site_pair
 from telesurg.netem.profiles import Profile
 from telesurg.netem.relay import PathRelay, run_profile_relays
 from telesurg.netem.scenario import Scenario
-from telesurg.realtime import EMULATOR_PRIORITY, request_realtime
+from telesurg.realtime import EMULATOR_PRIORITY, request_realtime, settle_garbage_collector
+
+RELAY_SWITCH_INTERVAL_S = 0.0002  # the servo loop's value (robot/servo.py); CPython's default is 5 ms
 
 
 def free_udp_ports(count: int) -> list[int]:
@@ -73,8 +75,12 @@ async def start_emulated_link(profile: Profile, workdir: Path, *, seed: int,
     """Write the site pair into `workdir` and start one relay per path (console → relay → robot).
 
     The calling thread (the one running the relays' event loop) asks for real-time scheduling: the
-    emulated WAN must not slow down because the two sites beside it keep the machine busy."""
+    emulated WAN must not slow down because the two sites beside it keep the machine busy. The
+    relays' loop and departure threads share this interpreter: a short GIL switch interval keeps a
+    packet that arrives while a departure thread sends a burst of video from waiting up to CPython's
+    default 5 ms."""
     request_realtime(EMULATOR_PRIORITY)
+    sys.setswitchinterval(RELAY_SWITCH_INTERVAL_S)
     if list(profile.path_names) != list(PATH_NAMES):
         raise ValueError(f"profile {profile.name} has paths {profile.path_names}; the local sites use {PATH_NAMES}")
     ports = free_udp_ports(6)
@@ -90,4 +96,5 @@ async def start_emulated_link(profile: Profile, workdir: Path, *, seed: int,
         await asyncio.sleep(0.01)
     if task.done():
         task.result()  # raises the relay's start-up error
+    settle_garbage_collector()
     return EmulatedLink(robot_toml, console_toml, relays, task)

@@ -28,7 +28,7 @@ from telesurg.apps.common import (
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, SessionEventReceived
 from telesurg.messages import DecodeError, MessageType, ServoBundle, ServoCommand, Telemetry, decode
-from telesurg.realtime import ROBOT_LINK_PRIORITY, request_realtime
+from telesurg.realtime import ROBOT_LINK_PRIORITY, parse_cpus, pin, request_realtime, settle_garbage_collector
 from telesurg.robot.local_console import LocalConsole
 from telesurg.robot.servo import ServoConfig, ServoLoop
 from telesurg.robot.sim import SimDriver
@@ -52,7 +52,7 @@ class RobotSite:
                                ServoConfig(rate_hz=config.robot.servo_hz, telemetry_hz=config.robot.telemetry_hz),
                                on_telemetry=self._on_telemetry, on_decision=self._on_decision)
         self.endpoint = LinkEndpoint.from_config(config.link, is_client=False, on_message=self._on_message,
-                                                 on_event=self._on_event)
+                                                 on_event=self._on_event, stamp_arrivals=True)
         self.want_video = config.video.enabled if video is None else video
         self.video: Any = None
         self.paths = PathRecorder()
@@ -90,7 +90,7 @@ class RobotSite:
             self.malformed["unexpected_type"] += 1
             return
         offset = self.endpoint.core.clock_offset()
-        received_at = time.monotonic()
+        received_at = self.endpoint.arrived_at  # when the kernel had it: socket queueing and decryption count
         if len(self._received_at) > RECEIVED_KEPT:  # commands never judged (session ended): forget them
             self._received_at.clear()
         for command in commands:
@@ -154,7 +154,7 @@ class RobotSite:
         received_at = self._received_at.pop((cmd.arm, cmd.cmd_seq), None)
         if decision.accepted and offset is not None:
             self.latency_ms.append(1000.0 * (now - (cmd.t_sent - offset)))
-            if received_at is not None:  # the robot's share: handed up by the link -> judged and applied
+            if received_at is not None:  # the robot's share: in its kernel -> judged and applied
                 self.apply_overhead_ms.append(1000.0 * (now - received_at))
 
     def _on_telemetry(self, telemetry: Telemetry) -> None:
@@ -176,6 +176,7 @@ class RobotSite:
         if self.want_video:  # before the servo thread, so its imports never stall a servo period
             self._start_video()
         self.servo.operator(lambda console, now: console.enable(now))
+        settle_garbage_collector()  # no full collection of the start-up heap stalls the servo loop later
         self.servo.start()
         self.started_at = time.monotonic()
         try:
@@ -253,6 +254,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"),
                         help="override [video] source of the config")
     parser.add_argument("--video-fps", type=float, help="override [video] fps of the config")
+    parser.add_argument("--cpus", help="run this site on these CPUs only (e.g. 1 or 2-3); video may use any")
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -264,6 +266,15 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"telesurg robot: {exc}")
         return 2
+    if args.cpus is not None:
+        try:
+            cpus = parse_cpus(args.cpus)
+        except ValueError as exc:
+            print(f"telesurg robot: {exc}")
+            return 2
+        if not pin(cpus):  # before any thread starts: they all inherit it
+            print(f"telesurg robot: cannot run on CPUs {sorted(cpus)} here (see `nproc`)")
+            return 2
     install_uvloop()
 
     async def main() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from telesurg.link.driver import enlarge_socket_buffers
+from telesurg.link.driver import enable_arrival_stamps, enlarge_socket_buffers, kernel_arrival_time
 from telesurg.netem.core import DirectionEmulator, Impairment
 from telesurg.netem.path import EmulatedPath, apply_action
 from telesurg.netem.profiles import Profile
@@ -70,13 +70,15 @@ class _TimedDirection:
         self._waiting_for = float("inf")  # the departure time the thread sleeps towards (under the lock)
         self._closed = False
         self.lateness: collections.deque[float] = collections.deque(maxlen=LATENESS_KEPT)
+        self.arrival_lag: collections.deque[float] = collections.deque(maxlen=LATENESS_KEPT)
         self._thread = threading.Thread(target=self._run, name=f"netem-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, data: bytes) -> None:
+    def submit(self, data: bytes, arrived_at: float) -> None:
         now = time.monotonic()
+        self.arrival_lag.append(now - arrived_at)
         with self._lock:
-            self.emulator.submit(data, now)
+            self.emulator.submit(data, arrived_at)
             due = self.emulator.next_time()
             if due is None:
                 return
@@ -172,6 +174,8 @@ class PathRelay:
         enlarge_socket_buffers(self._up_transport)
         self._to_target = _dup(self._up_transport)
         self._to_client = _dup(self._listen_transport)
+        for sock in (self._to_target, self._to_client):
+            enable_arrival_stamps(sock)
         self._forward = _TimedDirection(f"{self.name}-forward", self.path.forward, self._send_to_target, self._lock)
         self._reverse = _TimedDirection(f"{self.name}-reverse", self.path.reverse, self._send_to_client, self._lock)
         self.listen_address = self._listen_transport.get_extra_info("sockname")[:2]
@@ -196,22 +200,23 @@ class PathRelay:
 
     @property
     def stats(self) -> dict[str, Any]:
-        lateness = {name: _lateness_ms(d.lateness) for name, d in (("forward", self._forward),
-                                                                  ("reverse", self._reverse)) if d is not None}
+        directions = [(name, d) for name, d in (("forward", self._forward), ("reverse", self._reverse))
+                      if d is not None]
         return {"relay": asdict(self.counters), **self.path.stats(), "down": self.path.is_down,
-                "departure_lateness_ms": lateness}
+                "departure_lateness_ms": {name: _lateness_ms(d.lateness) for name, d in directions},
+                "arrival_lag_ms": {name: _lateness_ms(d.arrival_lag) for name, d in directions}}
 
     # -- packet path -----------------------------------------------------------------------------
     def _from_client(self, data: bytes, addr: Any) -> None:
         self.counters.from_client += 1
         self._client = addr
         assert self._forward is not None
-        self._forward.submit(data)
+        self._forward.submit(data, kernel_arrival_time(self._to_client))
 
     def _from_target(self, data: bytes) -> None:
         self.counters.from_target += 1
         assert self._reverse is not None
-        self._reverse.submit(data)
+        self._reverse.submit(data, kernel_arrival_time(self._to_target))
 
     def _send_to_target(self, data: bytes) -> None:
         assert self._to_target is not None
