@@ -54,7 +54,9 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
         with send_lock, contextlib.suppress(OSError):
             sock.send(b"K" + payload)
 
-    receiver = VideoReceiver(latest.put, send_event, fps=video.fps, decode_threads=True, clock_offset=-offset)
+    # clock: frames are stamped when decoded, so the reported latency includes decoding
+    receiver = VideoReceiver(latest.put, send_event, fps=video.fps, decode_threads=True, clock_offset=-offset,
+                             clock=time.monotonic)
     stop = threading.Event()
     shown = [0]
 
