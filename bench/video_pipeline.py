@@ -1,6 +1,7 @@
 """Stereo endoscope video through the real pipeline: looped clip -> frame code -> libx264 (zerolatency,
-one encoder thread per eye, eyes in parallel) -> packetizer + XOR FEC -> real `telesurg.link`
-(TLS 1.3 + AES-GCM, two paths, UDP loopback, uvloop) -> reassembly -> decode -> frame code check.
+constant bitrate as the sites stream, or capped CRF with --crf; one encoder thread per eye, eyes in
+parallel) -> packetizer + XOR FEC -> real `telesurg.link` (TLS 1.3 + AES-GCM, two paths, UDP loopback,
+uvloop) -> reassembly -> decode -> frame code check.
 
 One process and one clock (time.monotonic), so capture->decoded latency is measured directly.
 A codec-only baseline (encode + decode, no link) runs in the same process first, so the link and
@@ -10,6 +11,20 @@ p50 / p99 of the time between consecutive stage marks, see metrics.STAGES) says 
 Usage: bench/video_pipeline.py [--resolution WxH] [--fps N] [--stereo|--mono] [--seconds N] [--json F]
 Without --resolution it runs both reference cases: 1280x720 stereo at 60 fps and 1920x1080 stereo at 30.
 Targets (720p60 stereo): p50 < 12 ms, p99 < 25 ms, <= 12 Mbit/s total, PSNR >= 38 dB, sustained 60 fps.
+
+The clip loops every --clip-frames (60): a hard cut once a second per eye. The cut frame and the ~5
+after it (VBV recovery) encode 1.3-2x slower; being 10 % of frames they shape p99 (one run: 21.1 ms,
+19.2 ms without them). This VM's speed drifts by up to 1.6x over minutes (codec-only encode p50 4.2-6.8
+ms for one config), so compare settings with interleaved runs. Tried at 720p60 stereo and not kept (p50 ranges over 3 runs):
+- 2 sliced encoder threads and/or 2 slices + 2 decoder threads per eye: decode alone 0.95 -> 0.55 ms, but
+  in the pipeline both cores are already busy: decode stage 1.21-1.57 vs 1.35-1.43 ms, p50 unchanged;
+- preset superfast: encode 6.9 vs 4.7 ms;
+- packetizing on the encode workers: p50 9.9-10.8 vs 9.8-10.7 ms (the wait moves to the hand-over);
+- --switch-interval-ms 0.5 / 0.25: p50 8.7-9.3 / 9.0-9.5 vs 9.0-9.7 ms;
+- VBV of 1.5 / 2 frames: the cut frame grows 1.4x / 1.6x and encodes 1.2x / 1.5x slower;
+- intra refresh every 2 s: -13 % bits, p50 7.2-7.9 vs 7.1-7.9 ms; periodic IDR instead of intra refresh
+  (keyint 45): +20-30 % encode CPU and -0.6 dB PSNR;
+- rc-lookahead / sync-lookahead 0: already what tune=zerolatency sets (x264's SEI says rc_lookahead=0).
 """
 
 from __future__ import annotations
@@ -42,9 +57,10 @@ console = Console()
 
 
 def default_bitrate_kbps(width: int, height: int, fps: float, stereo: bool) -> int:
-    """Per-eye encoder rate: scales with pixels/s from 5.5 Mbit/s per eye at 720p60, capped at 10 Mbit/s
-    over all eyes. Under a 1-frame VBV x264 fills ~85 % of it, then FEC (~22 %) and headers go on top:
-    measured 5000/eye at 1080p30 -> ~10.8 Mbit/s on the wire, inside the 12 Mbit/s budget."""
+    """Per-eye encoder rate (the VBV cap under --crf): scales with pixels/s from 5.5 Mbit/s per eye at
+    720p60, capped at 10 Mbit/s over all eyes. Under a 1-frame VBV x264 fills ~85 % of it in CBR, then FEC
+    (~22 %) and headers go on top: measured 5000/eye at 1080p30 -> ~11.0 Mbit/s on the wire (10.4 with
+    CRF 22), inside the 12 Mbit/s budget."""
     pixels_per_s = width * height * fps
     cap = 10_000 // (2 if stereo else 1)
     return int(min(12_000, cap, max(500, 5500 * pixels_per_s / (1280 * 720 * 60))))
@@ -92,7 +108,7 @@ async def run_case(width: int, height: int, fps: float, args: argparse.Namespace
     kbps = args.bitrate_kbps or default_bitrate_kbps(width, height, fps, stereo)
     threads = args.encoder_threads or (1 if stereo else 2)
     cfg = EncoderConfig(width=width, height=height, fps=fps, bitrate_kbps=kbps, threads=threads,
-                        gop_frames=int(fps), extra_params=args.x264_params)
+                        gop_frames=int(fps), crf=args.crf, extra_params=args.x264_params)
     clips = make_clips(width, height, fps, eyes, args.clip_frames)
     baseline = codec_baseline(clips[0], cfg, min(120, int(fps * 2)))
 
@@ -147,7 +163,7 @@ async def run_case(width: int, height: int, fps: float, args: argparse.Namespace
     displayed = [int(e["frames_displayed"]) for e in report["eyes"].values()]  # type: ignore[union-attr]
     return {
         "resolution": f"{width}x{height}", "fps_target": fps, "stereo": stereo, "seconds": measured,
-        "bitrate_kbps_per_eye": kbps, "fec_overhead": fec, "encoder_threads": cfg.threads,
+        "bitrate_kbps_per_eye": kbps, "crf": cfg.crf, "fec_overhead": fec, "encoder_threads": cfg.threads,
         "serial_eyes": args.serial_eyes, "decoder_threads": args.decoder_threads, "x264_params": args.x264_params,
         "sustained_fps": min(displayed) / measured if displayed else 0.0,
         "capture_step_ms_p50": float(np.median(step_ms)) if step_ms else None,
@@ -243,6 +259,10 @@ def main() -> int:
     parser.add_argument("--encoder-threads", type=int, default=None, help="per eye (default 1 stereo, 2 mono)")
     parser.add_argument("--serial-eyes", action="store_true", help="encode the eyes one after the other")
     parser.add_argument("--decoder-threads", type=int, default=1, help="slice threads per eye decoder")
+    parser.add_argument("--crf", type=float, default=None,
+                        help="capped CRF: constant quality under the --bitrate-kbps VBV cap (default: constant "
+                             "bitrate, as the sites stream). 22 measured (720p60 stereo, 4 runs each): p50 9.0 vs "
+                             "9.8 ms for CBR, 8.1 vs 10.8 Mbit/s, PSNR 40.7 vs 41.3 dB")
     parser.add_argument("--x264-params", default="", help="extra encoder params, key=value:key=value")
     parser.add_argument("--switch-interval-ms", type=float, default=1.0,
                         help="sys.setswitchinterval: how long a thread back from libx264 may wait for the GIL "
