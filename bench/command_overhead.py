@@ -10,8 +10,8 @@ one-way latency (console stamp -> robot apply) is then the fixed path delay plus
 emulator's lateness, the robot's receive, judging and hand-over to the driver. Both sites share the
 machine's clock, so the link's clock-offset estimate (true value 0 here) is printed as its error.
 
-Baseline, same invocation: the same stack with `--no-cpu-split` (sites not pinned to separate CPUs),
-so the ratio shows what the split buys on this machine. The issue's target (#4): overhead p99 < 1 ms.
+Baseline, same invocation: the demo's default (sites not pinned), against `--cpu-split` (robot and
+console on separate CPUs), so the ratio shows what the split buys on this machine. The issue's target (#4): overhead p99 < 1 ms.
 Host CPU steal is printed with every run: figures taken while the hypervisor steals much CPU are
 the host's, not the software's.
 """

@@ -212,9 +212,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the endoscope stream shows (test-pattern: no CPU rendering)")
     parser.add_argument("--video-fps", type=float, help="endoscope frame rate (default: the sites' 15 fps)")
     parser.add_argument("--workdir", type=Path, help="keep site files and reports here (default: a temp dir)")
-    parser.add_argument("--cpu-split", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--cpu-split", action=argparse.BooleanOptionalAction, default=False,
                         help="run the robot site and the console site on separate halves of the CPUs, as on two "
-                             "machines (default: on, with 2 or more CPUs); the emulator and video use any CPU")
+                             "machines (needs 2 or more CPUs; the emulator and video use any CPU). Off by default: "
+                             "on 2 vCPUs it measured no better end to end (bench/command_overhead.py)")
     parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                         help="live status display (default: when stdout is a terminal)")
