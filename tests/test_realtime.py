@@ -45,6 +45,9 @@ def test_kernel_arrival_time_is_when_the_datagram_arrived_not_when_it_was_read()
     try:
         receiver.bind(("127.0.0.1", 0))
         enable_arrival_stamps(receiver)
+        time.sleep(0.2)  # the kernel switches stamping on from deferred work, not at once
+        sender.sendto(b"warm-up", receiver.getsockname())
+        assert receiver.recv(64) == b"warm-up"
         sent_at = time.monotonic()
         sender.sendto(b"command", receiver.getsockname())
         time.sleep(0.05)  # the datagram waits in the socket while the reader is busy

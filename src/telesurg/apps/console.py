@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from telesurg.apps.common import (
+    DelayHistogram,
     PathRecorder,
     install_stop_signals,
     percentiles,
@@ -87,7 +88,7 @@ class ConsoleSite:
         self.path_events: list[dict[str, Any]] = []
         self.paths = PathRecorder()
         self.one_way_ms: list[float] = []
-        self.send_overhead_ms: list[float] = []
+        self.send_overhead_ms = DelayHistogram()
         self.want_video = config.video.enabled if video is None else video
         self.video: Any = None
         self._telemetry: collections.deque[Telemetry] = collections.deque(maxlen=4)
@@ -136,7 +137,7 @@ class ConsoleSite:
             self.send_failed += len(commands)
             return
         # the console's share of the command delay: stamped on the ticker -> handed to the sockets
-        self.send_overhead_ms.append(1000.0 * (time.monotonic() - commands[0].t_sent))
+        self.send_overhead_ms.add(1000.0 * (time.monotonic() - commands[0].t_sent))
 
     def _tick(self, now: float) -> None:
         while self._telemetry:
@@ -262,7 +263,7 @@ class ConsoleSite:
                          "sent_per_arm": {arm.name: n for arm, n in counters.sent.items()},
                          "not_sent": self.send_failed, "periods_skipped": counters.periods_skipped},
             "one_way_ms": percentiles(self.one_way_ms),
-            "send_overhead_ms": percentiles(self.send_overhead_ms),
+            "send_overhead_ms": self.send_overhead_ms.report(),
             "holds_seen": self.core.holds,
             "arms": [{"arm": a.arm.name, "mode": str(a.mode), "robot_state": a.supervisor_state}
                      for a in self.core.arm_status()],

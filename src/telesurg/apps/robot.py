@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from telesurg.apps.common import (
+    DelayHistogram,
     PathRecorder,
     install_stop_signals,
-    percentiles,
     security_rejections,
     wait_stop,
     write_report,
@@ -58,8 +58,8 @@ class RobotSite:
         self.paths = PathRecorder()
         self.delivered = 0
         self.malformed = Counter[str]()
-        self.latency_ms: list[float] = []
-        self.apply_overhead_ms: list[float] = []
+        self.latency_ms = DelayHistogram()
+        self.apply_overhead_ms = DelayHistogram()
         self._received_at: dict[tuple[int, int], float] = {}
         self.peer: str | None = None
         self.started_at: float | None = None
@@ -153,9 +153,9 @@ class RobotSite:
     def _on_decision(self, cmd: ServoCommand, decision: Decision, now: float, offset: float | None) -> None:
         received_at = self._received_at.pop((cmd.arm, cmd.cmd_seq), None)
         if decision.accepted and offset is not None:
-            self.latency_ms.append(1000.0 * (now - (cmd.t_sent - offset)))
+            self.latency_ms.add(1000.0 * (now - (cmd.t_sent - offset)))
             if received_at is not None:  # the robot's share: in its kernel -> judged and applied
-                self.apply_overhead_ms.append(1000.0 * (now - received_at))
+                self.apply_overhead_ms.add(1000.0 * (now - received_at))
 
     def _on_telemetry(self, telemetry: Telemetry) -> None:
         if self.video is not None:
@@ -225,8 +225,8 @@ class RobotSite:
         rejected = dict(commands["rejected"])
         for reason, n in self.malformed.items():
             rejected[f"malformed_{reason}"] = n
-        commands.update(delivered=self.delivered, rejected=rejected, latency_ms=percentiles(self.latency_ms),
-                        apply_overhead_ms=percentiles(self.apply_overhead_ms))
+        commands.update(delivered=self.delivered, rejected=rejected, latency_ms=self.latency_ms.report(),
+                        apply_overhead_ms=self.apply_overhead_ms.report())
         report: dict[str, Any] = {
             "site": "robot",
             "duration_s": round(time.monotonic() - (self.started_at or time.monotonic()), 3),

@@ -55,8 +55,10 @@ _TIMEVAL = struct.Struct("@ll")
 
 def enable_arrival_stamps(sock: socket.socket) -> None:
     """Have the kernel stamp every datagram on arrival: the first SIOCGSTAMP on a socket turns
-    stamping on (and reports the time of that call), so make it here, before traffic. (SO_TIMESTAMP
-    would not do: it moves the stamp into ancillary data, which the event loop's reads discard.)"""
+    stamping on (and reports the time of that call), so make it here, before traffic. The kernel
+    flips its switch from deferred work: datagrams in the first moments may still read as arriving
+    when they were read, which only makes them look later. (SO_TIMESTAMP would not do: it moves the
+    stamp into ancillary data, which the event loop's reads discard.)"""
     with contextlib.suppress(OSError):
         fcntl.ioctl(sock.fileno(), _SIOCGSTAMP, bytes(_TIMEVAL.size))
 
