@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from telesurg.link.config import LinkConfig, parse_hostport
@@ -49,6 +49,12 @@ def enlarge_socket_buffers(transport: asyncio.BaseTransport, size: int = SOCKET_
             sock.setsockopt(socket.SOL_SOCKET, option, size)  # capped by net.core.[rw]mem_max
 
 
+def thread_socket(transport: asyncio.BaseTransport) -> socket.socket:
+    """A second socket object on a transport's (non-blocking) socket, usable from another thread:
+    the event loop's transports are not thread-safe."""
+    return socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+
+
 _SIOCGSTAMP = 0x8906  # Linux: kernel receive time of the last datagram read from a socket (struct timeval)
 _TIMEVAL = struct.Struct("@ll")
 
@@ -63,12 +69,14 @@ def enable_arrival_stamps(sock: socket.socket) -> None:
         fcntl.ioctl(sock.fileno(), _SIOCGSTAMP, bytes(_TIMEVAL.size))
 
 
-def kernel_arrival_time(sock: socket.socket | None) -> float:
+def kernel_arrival_time(sock: socket.socket | None, now: float | None = None) -> float:
     """When the kernel received the datagram just read from `sock` (time.monotonic() scale); now
     where unsupported. The netem relay starts a packet's emulated delay there, not when its busy
     loop got round to it (that lag was p99 3.4 ms, max 32 ms in the demo); the robot counts its
-    share of a command's delay from there, socket queueing and decryption included."""
-    now = time.monotonic()
+    share of a command's delay from there, socket queueing and decryption included. `now`: the
+    caller's time.monotonic(), if it has just read it."""
+    if now is None:
+        now = time.monotonic()
     if sock is None:
         return now
     try:
@@ -143,9 +151,7 @@ class LinkEndpoint:
                 lambda path=path: _PathProtocol(self, path), local_addr=local)
             enlarge_socket_buffers(transport)
             self._transports[path] = transport
-            fileno = transport.get_extra_info("socket").fileno()
-            # a second socket object on the same (non-blocking) socket, for `send_from_thread`
-            self._thread_sockets[path] = socket.socket(fileno=os.dup(fileno))
+            self._thread_sockets[path] = thread_socket(transport)  # for `send_from_thread`
             if self.stamp_arrivals:
                 enable_arrival_stamps(self._thread_sockets[path])
         with self._core_lock:
@@ -186,13 +192,7 @@ class LinkEndpoint:
             seq = self.core.send(msg_class, payload, now)
             out = self.core.datagrams_to_send_addressed(now)
             rearm = self.core.get_timer() != self._timer_at
-        sockets, remotes = self._thread_sockets, self._remotes
-        for path, data, addr in out:
-            dest = addr or remotes.get(path)
-            sock = sockets.get(path)
-            if dest is None or sock is None:
-                self.counters["no_address"] += 1
-                continue
+        for sock, data, dest in self._destinations(out, self._thread_sockets):
             try:
                 sock.sendto(data, dest)
             except OSError as exc:  # a full socket buffer (BlockingIOError) or an unreachable network
@@ -227,7 +227,7 @@ class LinkEndpoint:
         if self._closed:
             return
         now = time.monotonic()  # sockets exist, so start() ran: skip now()'s check on this hot path
-        self.arrived_at = kernel_arrival_time(self._thread_sockets.get(path)) if self.stamp_arrivals else now
+        self.arrived_at = kernel_arrival_time(self._thread_sockets.get(path), now) if self.stamp_arrivals else now
         with self._core_lock:
             self.core.receive_datagram(data, path, now, addr)
         self._after_core_call(now)
@@ -277,14 +277,20 @@ class LinkEndpoint:
             out = self.core.datagrams_to_send_addressed(self.now() if now is None else now)
         if not out:
             return
-        transports, remotes = self._transports, self._remotes
+        for transport, data, dest in self._destinations(out, self._transports):
+            transport.sendto(data, dest)
+
+    def _destinations(self, out: list[tuple[str, bytes, Addr | None]],
+                      senders: dict[str, Any]) -> Iterator[tuple[Any, bytes, Addr]]:
+        """(sender of its path, datagram, address: learnt, else configured); counts what has neither."""
+        remotes = self._remotes
         for path, data, addr in out:
             dest = addr or remotes.get(path)
-            transport = transports.get(path)
-            if dest is None or transport is None:
+            sender = senders.get(path)
+            if dest is None or sender is None:
                 self.counters["no_address"] += 1
                 continue
-            transport.sendto(data, dest)
+            yield sender, data, dest
 
     def _arm_timer(self) -> None:
         with self._core_lock:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
 import queue
 import socket
 import threading
@@ -26,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from telesurg.link.driver import enable_arrival_stamps, enlarge_socket_buffers, kernel_arrival_time
+from telesurg.link.driver import (
+    enable_arrival_stamps,
+    enlarge_socket_buffers,
+    kernel_arrival_time,
+    thread_socket,
+)
 from telesurg.netem.core import DirectionEmulator, Impairment
 from telesurg.netem.path import EmulatedPath, apply_action
 from telesurg.netem.profiles import Profile
@@ -172,8 +176,8 @@ class PathRelay:
             lambda: _Upstream(self), remote_addr=target)
         enlarge_socket_buffers(self._listen_transport)
         enlarge_socket_buffers(self._up_transport)
-        self._to_target = _dup(self._up_transport)
-        self._to_client = _dup(self._listen_transport)
+        self._to_target = thread_socket(self._up_transport)
+        self._to_client = thread_socket(self._listen_transport)
         for sock in (self._to_target, self._to_client):
             enable_arrival_stamps(sock)
         self._forward = _TimedDirection(f"{self.name}-forward", self.path.forward, self._send_to_target, self._lock)
@@ -236,11 +240,6 @@ class PathRelay:
             self.counters.to_client += 1
         except OSError:
             self.counters.send_errors += 1
-
-
-def _dup(transport: asyncio.DatagramTransport) -> socket.socket:
-    """A second socket object on a transport's (non-blocking) socket, usable from another thread."""
-    return socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
 
 
 async def run_profile_relays(
