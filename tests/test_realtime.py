@@ -10,7 +10,7 @@ import pytest
 
 from telesurg.apps.common import cpu_times, cpu_usage
 from telesurg.link.driver import enable_arrival_stamps, kernel_arrival_time
-from telesurg.realtime import parse_cpus, pin, split_cpus, unpin
+from telesurg.realtime import parse_cpus, pin, pin_to_option, split_cpus, unpin
 
 
 def test_parse_cpus_accepts_lists_and_ranges_and_names_the_forms_on_error() -> None:
@@ -20,6 +20,9 @@ def test_parse_cpus_accepts_lists_and_ranges_and_names_the_forms_on_error() -> N
     for bad in ("", "x", "1-", "-1", "3-1"):
         with pytest.raises(ValueError, match="like 1, 2,3 or 0-3"):
             parse_cpus(bad)
+    assert pin_to_option(None) is None  # not given: nothing pinned
+    assert "like 1, 2,3 or 0-3" in (pin_to_option("x") or "")
+    assert "cannot run on CPUs [4096]" in (pin_to_option("4096") or "")
 
 
 def test_split_gives_disjoint_halves_and_unpin_restores_every_cpu() -> None:

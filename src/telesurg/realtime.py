@@ -81,6 +81,20 @@ def pin(cpus: set[int]) -> bool:
     return True
 
 
+def pin_to_option(text: str | None) -> str | None:
+    """Apply a site's `--cpus` option (before any thread starts: they all inherit it). None when
+    done or not given, else the error to print."""
+    if text is None:
+        return None
+    try:
+        cpus = parse_cpus(text)
+    except ValueError as exc:
+        return str(exc)
+    if not pin(cpus):
+        return f"cannot run on CPUs {sorted(cpus)} here (see `nproc`)"
+    return None
+
+
 def unpin() -> None:
     """Let the calling process run on every online CPU again (video work inside a pinned site)."""
     count = os.cpu_count() or 1

@@ -46,8 +46,7 @@ from telesurg.messages import (
 from telesurg.realtime import (
     CONSOLE_LINK_PRIORITY,
     CONSOLE_TICKER_PRIORITY,
-    parse_cpus,
-    pin,
+    pin_to_option,
     request_realtime,
     settle_garbage_collector,
 )
@@ -311,15 +310,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"telesurg console: {exc}")
         return 2
-    if args.cpus is not None:
-        try:
-            cpus = parse_cpus(args.cpus)
-        except ValueError as exc:
-            print(f"telesurg console: {exc}")
-            return 2
-        if not pin(cpus):  # before any thread starts: they all inherit it
-            print(f"telesurg console: cannot run on CPUs {sorted(cpus)} here (see `nproc`)")
-            return 2
+    if (error := pin_to_option(args.cpus)) is not None:
+        print(f"telesurg console: {error}")
+        return 2
     # a scripted task runs until performed (time spent in holds extends it), within a generous cap
     duration = args.duration if args.duration is not None else (
         None if script_s is None else 2 * script_s + 30.0)

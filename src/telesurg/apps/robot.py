@@ -28,7 +28,7 @@ from telesurg.apps.common import (
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, SessionEventReceived
 from telesurg.messages import DecodeError, MessageType, ServoBundle, ServoCommand, Telemetry, decode
-from telesurg.realtime import ROBOT_LINK_PRIORITY, parse_cpus, pin, request_realtime, settle_garbage_collector
+from telesurg.realtime import ROBOT_LINK_PRIORITY, pin_to_option, request_realtime, settle_garbage_collector
 from telesurg.robot.local_console import LocalConsole
 from telesurg.robot.servo import ServoConfig, ServoLoop
 from telesurg.robot.sim import SimDriver
@@ -266,15 +266,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"telesurg robot: {exc}")
         return 2
-    if args.cpus is not None:
-        try:
-            cpus = parse_cpus(args.cpus)
-        except ValueError as exc:
-            print(f"telesurg robot: {exc}")
-            return 2
-        if not pin(cpus):  # before any thread starts: they all inherit it
-            print(f"telesurg robot: cannot run on CPUs {sorted(cpus)} here (see `nproc`)")
-            return 2
+    if (error := pin_to_option(args.cpus)) is not None:
+        print(f"telesurg robot: {error}")
+        return 2
     install_uvloop()
 
     async def main() -> dict[str, Any]:
