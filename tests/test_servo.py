@@ -108,6 +108,16 @@ def run(loop: ServoLoop, start: float, n: int) -> float:
     return now
 
 
+def start_until_ready(loop: ServoLoop, sup: SafetySupervisor, timeout: float = 2.0) -> None:
+    """Enable from the local console, give PSM1 to "remote", start the thread, wait for READY."""
+    loop.operator(lambda console, now: console.enable(now))
+    sup.assign("PSM1", "remote")
+    loop.start()
+    deadline = time.monotonic() + timeout
+    while sup.state("PSM1") is not SupervisorState.READY and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_period_body_enables_follows_and_publishes_telemetry() -> None:
     loop, sup, driver, telemetry = make_loop()
     loop.operator(lambda console, now: console.enable(now))
@@ -205,13 +215,8 @@ def test_deadline_grid_does_not_drift() -> None:
 def test_thread_runs_restores_switch_interval_and_holds_on_silence() -> None:
     before = sys.getswitchinterval()
     loop, sup, driver, telemetry = make_loop(switch_interval_s=0.0002)
-    loop.operator(lambda console, now: console.enable(now))
-    sup.assign("PSM1", "remote")
-    loop.start()
+    start_until_ready(loop, sup)
     assert sys.getswitchinterval() == pytest.approx(0.0002)
-    deadline = time.monotonic() + 2.0
-    while sup.state("PSM1") is not SupervisorState.READY and time.monotonic() < deadline:
-        time.sleep(0.005)
     seq = 1
     loop.submit(cmd(seq, time.monotonic(), flags=ENGAGE), "remote", seq, 0.0)
     for _ in range(100):  # ~1 kHz stream from "the link thread" for ~0.1 s
@@ -234,13 +239,8 @@ def _judging_delays(apply_on_arrival: bool) -> tuple[list[float], FakeDriver, Sa
     judged: dict[int, float] = {}
     loop = ServoLoop(sup, driver, ServoConfig(rate_hz=20.0, telemetry_hz=20.0, apply_on_arrival=apply_on_arrival),
                      on_decision=lambda c, d, now, off: judged.setdefault(c.cmd_seq, now))
-    loop.operator(lambda console, now: console.enable(now))
-    sup.assign("PSM1", "remote")
-    loop.start()
+    start_until_ready(loop, sup)
     try:
-        deadline = time.monotonic() + 2.0
-        while sup.state("PSM1") is not SupervisorState.READY and time.monotonic() < deadline:
-            time.sleep(0.005)
         submitted: dict[int, float] = {}
         for seq in range(1, 41):
             offset = np.array((0.00002 * seq, 0.0, 0.0))  # 20 µm per command: within the step cap
@@ -277,13 +277,8 @@ def test_real_sim_driver_follows_within_caps_and_holds() -> None:
     sup = SafetySupervisor(SupervisorConfig(workspace=workspaces_from_cart(cart)), list(driver.arms()))
     telemetry: list[Telemetry] = []
     loop = ServoLoop(sup, driver, ServoConfig(), on_telemetry=telemetry.append)
-    loop.operator(lambda console, now: console.enable(now))
-    sup.assign("PSM1", "remote")
-    loop.start()
+    start_until_ready(loop, sup, timeout=10.0)
     try:
-        t_end = time.monotonic() + 10.0
-        while sup.state("PSM1") is not SupervisorState.READY and time.monotonic() < t_end:
-            time.sleep(0.01)
         assert sup.state("PSM1") is SupervisorState.READY
         start = sup.setpoint("PSM1")
         target = start.position + np.array((0.004, 0.0, 0.0))
