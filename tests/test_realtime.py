@@ -9,7 +9,7 @@ import time
 import pytest
 
 from telesurg.apps.common import cpu_times, cpu_usage
-from telesurg.link.driver import enable_arrival_stamps, kernel_arrival_time
+from telesurg.link.sockets import enable_arrival_stamps, kernel_arrival_time
 from telesurg.realtime import parse_cpus, pin, pin_to_option, split_cpus, unpin
 
 

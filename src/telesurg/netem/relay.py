@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from telesurg.link.driver import (
+from telesurg.link.sockets import (
     enable_arrival_stamps,
     enlarge_socket_buffers,
     kernel_arrival_time,
