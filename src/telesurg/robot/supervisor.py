@@ -20,32 +20,25 @@ FLAG_ENGAGED whose pose is within `align_position_m` and `align_orientation_deg`
 `submit` and `tick` run for every arm at 1 kHz on the servo thread: they work on float tuples and
 hand out shared immutable `Decision`s, since numpy and allocations on 3-4 values cost more than
 the checks themselves.
+
+Split by job: this module is the state machine and the judging of each command; safety_arm.py holds
+the per-arm record and the capped per-period step, safety_ledger.py the counters, logs and report.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from telesurg.messages import ArmId, ServoCommand
 from telesurg.robot.driver import ArmOperatingState, OperatingState, Pose
+from telesurg.robot.safety_arm import SupervisedArm, as_quat, as_vec3, step_setpoint
 from telesurg.robot.safety_config import SupervisorConfig
-from telesurg.robot.safety_geometry import (
-    Quat,
-    Vec3,
-    box_excess,
-    distance,
-    normalize,
-    quat_angle,
-    quat_norm,
-    rotate_toward,
-    step_toward,
-)
+from telesurg.robot.safety_geometry import Quat, Vec3, distance, normalize, quat_angle, quat_norm
+from telesurg.robot.safety_ledger import SupervisorLedger
 from telesurg.robot.safety_types import Decision, HoldRecord, Outcome, Setpoint, SupervisorState, Transition
 
 __all__ = ["LOCAL_SENDER", "Decision", "HoldRecord", "Outcome", "SafetySupervisor", "Setpoint", "SupervisorState",
@@ -54,53 +47,20 @@ __all__ = ["LOCAL_SENDER", "Decision", "HoldRecord", "Outcome", "SafetySuperviso
 log = logging.getLogger(__name__)
 
 LOCAL_SENDER = "local"  # identity of the patient-side console; outranks every network sender
-_EPS = 1e-9
 _ARM_NAME = {arm.value: arm.name for arm in ArmId}
 _APPLIED = Decision(Outcome.APPLIED)
 _JAW_CLIPPED = Decision(Outcome.CLIPPED, "jaw_range")
-_REJECTED: dict[str, Decision] = {}  # one frozen Decision per reason, shared
 
 
-@dataclass(slots=True)
-class _Arm:
-    name: str
-    state: SupervisorState = SupervisorState.DISABLED
-    controller: str | None = None
-    local_lock: bool = False  # taken over by the local console: network assignment refused
-    seen_seq: dict[str, int] = field(default_factory=dict)  # newest cmd_seq per sender (ordering gate)
-    applied_seq: dict[str, int] = field(default_factory=dict)  # newest applied, independent check
-    last_applied_seq: int = 0
-    last_valid_t: float | None = None  # last applied command (watchdog)
-    last_heard_t: float | None = None  # last fresh, ordered command from the controller (fault time)
-    setpoint_pos: Vec3 | None = None
-    setpoint_quat: Quat = (1.0, 0.0, 0.0, 0.0)
-    setpoint_jaw: float = 0.0
-    target_pos: Vec3 | None = None
-    target_quat: Quat = (1.0, 0.0, 0.0, 0.0)
-    target_jaw: float = 0.0
-    last_tick_t: float | None = None
-    open_hold: HoldRecord | None = None
-    measured_pos: Vec3 | None = None  # the tool where it really is, kept while READY/HOLD for alignment
-    measured_quat: Quat = (1.0, 0.0, 0.0, 0.0)
-
-
-class SafetySupervisor:
+class SafetySupervisor(SupervisorLedger):
     """Validates commands and turns them into capped per-period setpoints; see the module docstring."""
 
     def __init__(self, config: SupervisorConfig, arm_names: Iterable[str]) -> None:
         self.config = config
-        self._arms = {name: _Arm(name) for name in arm_names}
+        self._arms = {name: SupervisedArm(name) for name in arm_names}
         if not self._arms:
             raise ValueError("arm_names is empty: the supervisor needs at least one arm (e.g. 'PSM1')")
-        self.transitions: list[Transition] = []
-        self.holds: list[HoldRecord] = []
-        self.counters: Counter[str] = Counter()  # rejections by reason
-        self.applied = 0
-        self.clipped = 0
-        self.duplicates_applied = 0
-        self.out_of_order_applied = 0
-        self.violations = 0
-        self.violation_log: list[str] = []
+        super().__init__()
         self.estopped = False
         self._driver_commands: list[tuple[str, str]] = []
 
@@ -306,8 +266,8 @@ class SafetySupervisor:
                 m = measured.get(a.name)
                 if (op is not None and op.state is OperatingState.ENABLED and op.is_homed and not op.is_busy
                         and m is not None):
-                    a.setpoint_pos = _vec(m.position)
-                    a.setpoint_quat = normalize(_quat(m.orientation))
+                    a.setpoint_pos = as_vec3(m.position)
+                    a.setpoint_quat = normalize(as_quat(m.orientation))
                     a.setpoint_jaw = float(jaw.get(a.name, 0.0)) if jaw else 0.0
                     a.target_pos = None
                     self._transition(a, SupervisorState.READY, now, "homed")
@@ -315,14 +275,14 @@ class SafetySupervisor:
             if a.state in (SupervisorState.READY, SupervisorState.HOLD):
                 m = measured.get(a.name)
                 if m is not None:
-                    a.measured_pos = _vec(m.position)
-                    a.measured_quat = normalize(_quat(m.orientation))
+                    a.measured_pos = as_vec3(m.position)
+                    a.measured_quat = normalize(as_quat(m.orientation))
             if a.state is SupervisorState.FOLLOWING:
                 since = now - (a.last_valid_t if a.last_valid_t is not None else now)
                 if since > self.config.watchdog_s:
                     self._hold(a, now, "watchdog")
                     continue
-                out[a.name] = self._step(a, dt)
+                out[a.name] = step_setpoint(a, self.config, dt, self._violation)
             elif a.state is SupervisorState.HOLD:
                 heard = a.last_heard_t if a.last_heard_t is not None else a.last_valid_t
                 if heard is None or now - heard > self.config.fault_s:
@@ -331,37 +291,14 @@ class SafetySupervisor:
 
     # ---------------------------------------------------------------- reports
     def report(self) -> dict[str, object]:
-        return {
-            "commands": {
-                "applied": self.applied,
-                "clipped": self.clipped,
-                "rejected": dict(self.counters),
-                "duplicates_applied": self.duplicates_applied,
-                "out_of_order_applied": self.out_of_order_applied,
-            },
-            "safety": {
-                "violations": self.violations,
-                "violation_log": list(self.violation_log[:20]),
-                "holds": [h.as_dict() for h in self.holds],
-                "transitions": len(self.transitions),
-                "estopped": self.estopped,
-                "final_state": {name: a.state.name for name, a in self._arms.items()},
-            },
-        }
+        return self._report(self.estopped, {name: a.state.name for name, a in self._arms.items()})
 
     # --------------------------------------------------------------- internals
-    def _select(self, arm: str | None) -> list[_Arm]:
+    def _select(self, arm: str | None) -> list[SupervisedArm]:
         return list(self._arms.values()) if arm is None else [self._arms[arm]]
 
-    def _reject(self, reason: str) -> Decision:
-        self.counters[reason] += 1
-        decision = _REJECTED.get(reason)
-        if decision is None:
-            decision = _REJECTED[reason] = Decision(Outcome.REJECTED, reason)
-        return decision
-
-    def _accept(self, a: _Arm, cmd: ServoCommand, sender: str, now: float, pos: Vec3 | None, quat: Quat,
-                jaw: float) -> Decision:
+    def _accept(self, a: SupervisedArm, cmd: ServoCommand, sender: str, now: float, pos: Vec3 | None,
+                quat: Quat, jaw: float) -> Decision:
         prev = a.applied_seq.get(sender)
         if prev is not None and cmd.cmd_seq <= prev:  # independent re-check of invariant 1
             if cmd.cmd_seq == prev:
@@ -376,32 +313,7 @@ class SafetySupervisor:
         self.applied += 1
         return _APPLIED
 
-    def _step(self, a: _Arm, dt: float) -> Setpoint:
-        """Move the setpoint one capped step toward the target and re-check the result independently."""
-        cfg = self.config
-        assert a.setpoint_pos is not None
-        prev_pos, prev_quat, prev_jaw = a.setpoint_pos, a.setpoint_quat, a.setpoint_jaw
-        step_cap = cfg.step_limit_m(dt)
-        rot_cap = cfg.rotation_limit_rad(dt)
-        jaw_cap = cfg.jaw_limit_rad(dt)
-        if a.target_pos is not None:
-            a.setpoint_pos = step_toward(prev_pos, a.target_pos, step_cap)
-            a.setpoint_quat = rotate_toward(prev_quat, a.target_quat, rot_cap)
-            a.setpoint_jaw = prev_jaw + min(max(a.target_jaw - prev_jaw, -jaw_cap), jaw_cap)
-        box = cfg.workspace_for(a.name)
-        if distance(prev_pos, a.setpoint_pos) > step_cap * (1 + 1e-6) + _EPS:
-            self._violation(f"{a.name} step {distance(prev_pos, a.setpoint_pos):.3g} m > cap {step_cap:.3g}")
-        if quat_angle(prev_quat, a.setpoint_quat) > rot_cap * (1 + 1e-6) + 1e-7:
-            self._violation(f"{a.name} rotation step above cap")
-        if abs(a.setpoint_jaw - prev_jaw) > jaw_cap * (1 + 1e-6) + _EPS:
-            self._violation(f"{a.name} jaw step above cap")
-        # inside the box the excess is 0 and this check cannot fail: skip the arithmetic then
-        if not box.contains(a.setpoint_pos) and \
-                box_excess(a.setpoint_pos, box.low, box.high) > box_excess(prev_pos, box.low, box.high) + _EPS:
-            self._violation(f"{a.name} setpoint moved outside the workspace")
-        return Setpoint(Pose(np.array(a.setpoint_pos), np.array(a.setpoint_quat)), a.setpoint_jaw)
-
-    def _hold(self, a: _Arm, now: float, cause: str) -> None:
+    def _hold(self, a: SupervisedArm, now: float, cause: str) -> None:
         a.target_pos = None  # freeze where we are: no further interpolation
         reaction = (now - a.last_valid_t) * 1000.0 if a.last_valid_t is not None else 0.0
         record = HoldRecord(now, a.name, reaction, cause)
@@ -409,12 +321,12 @@ class SafetySupervisor:
         a.open_hold = record
         self._transition(a, SupervisorState.HOLD, now, cause)
 
-    def _close_hold(self, a: _Arm, resumed_by: str) -> None:
+    def _close_hold(self, a: SupervisedArm, resumed_by: str) -> None:
         if a.open_hold is not None:
             a.open_hold.resumed_by = resumed_by
             a.open_hold = None
 
-    def _transition(self, a: _Arm, to: SupervisorState, now: float, cause: str) -> None:
+    def _transition(self, a: SupervisedArm, to: SupervisorState, now: float, cause: str) -> None:
         if a.state is to:
             return
         record = Transition(now, a.name, a.state, to, cause)
@@ -423,19 +335,3 @@ class SafetySupervisor:
                                           SupervisorState.FAULT) else logging.INFO
         log.log(level, "t=%.4f %s %s -> %s (%s)", now, a.name, a.state.name, to.name, cause)
         a.state = to
-
-    def _violation(self, what: str) -> None:
-        self.violations += 1
-        if len(self.violation_log) < 100:
-            self.violation_log.append(what)
-        log.error("SAFETY VIOLATION: %s", what)
-
-
-def _vec(v: np.ndarray | Iterable[float]) -> Vec3:
-    x, y, z = v.tolist() if isinstance(v, np.ndarray) else v  # type: ignore[misc]
-    return (float(x), float(y), float(z))
-
-
-def _quat(q: np.ndarray | Iterable[float]) -> Quat:
-    w, x, y, z = q.tolist() if isinstance(q, np.ndarray) else q  # type: ignore[misc]
-    return (float(w), float(x), float(y), float(z))
