@@ -57,6 +57,9 @@ from telesurg.site_config import ConfigError, ConsoleSiteConfig, load_config
 log = logging.getLogger("telesurg.console")
 SETTLE_S = 2.0  # after a scripted task ends, keep holding the last pose this long before stopping
 DISENGAGE_S = 0.5  # at the end, send disengaged commands this long so the robot sees the surgeon let go
+# While the ticker runs: the longest the link loop (decrypting video) keeps the GIL from the ticker,
+# which gives it up in every sendto and must take it back. CPython's default is 5 ms.
+TICKER_SWITCH_INTERVAL_S = 0.0001
 
 
 def make_input(script: str | None, config: ConsoleSiteConfig, rings: int) -> tuple[MasterInput, float | None]:
@@ -187,7 +190,7 @@ class ConsoleSite:
         if self.want_video:  # before the 1 kHz ticker: importing/initialising codecs holds the GIL for ~0.25 s
             self._start_video()
         previous_switch = sys.getswitchinterval()
-        sys.setswitchinterval(0.0005)
+        sys.setswitchinterval(TICKER_SWITCH_INTERVAL_S)
         self.started_at = time.monotonic()
         settle_garbage_collector()  # no full collection of the start-up heap stalls the ticker later
         self._ticker.start()
