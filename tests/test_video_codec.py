@@ -77,3 +77,26 @@ def test_capped_crf_spends_less_on_easy_scenes_and_keeps_the_cap_on_hard_ones() 
     noise = [len(e.data) for i in range(30)
              for e in enc.encode(Frame(rng.integers(0, 256, (H * 3 // 2, W), dtype=np.uint8), "yuv420p", 0.0, i))]
     assert max(noise[1:]) <= cfg.vbv_bufsize_kbit * 125 * 1.1  # bytes; the first (IDR) may start the buffer
+
+
+def test_rgb_through_a_kept_reformatter_matches_a_fresh_conversion_frame_after_frame() -> None:
+    """The display converts every frame through one colour-conversion context per eye; each picture must
+    come out as a fresh per-frame conversion gives it, moving content and frame codes included."""
+    from av.video.reformatter import VideoReformatter
+
+    src = TestPatternSource(W, H, 30)
+    encoder = VideoEncoder(EncoderConfig(width=W, height=H, fps=30, bitrate_kbps=1500))
+    decoder = VideoDecoder()
+    kept = VideoReformatter()
+    compared = 0
+    for number in range(8):
+        image = src.read().image
+        framecode.stamp_yuv420p(image, number)
+        for encoded in encoder.encode(Frame(image, "yuv420p", 0.0, number)):
+            decoded = decoder.decode(encoded)
+            assert decoded is not None
+            through_kept = decoded.rgb(kept)
+            assert through_kept.shape == (H, W, 3) and through_kept.dtype == np.uint8
+            np.testing.assert_array_equal(through_kept, decoded.rgb())
+            compared += 1
+    assert compared == 8

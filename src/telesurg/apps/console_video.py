@@ -43,6 +43,8 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
     """Child process: payloads in, pictures on screen, keyframe requests and the report out."""
     os.nice(VIDEO_NICENESS)
     unpin()  # any CPU's spare cycles, even when the console site is pinned (the demo's CPU split)
+    from av.video.reformatter import VideoReformatter
+
     from telesurg.video.display import LatestFrames, StereoDisplay, overlay_lines
     from telesurg.video.pipeline import VideoReceiver
 
@@ -66,14 +68,15 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
         except Exception as exc:  # noqa: BLE001 - no window is not a reason to stop decoding
             log.warning("no video window (%s); decoding continues headless", exc)
             return
+        to_rgb = (VideoReformatter(), VideoReformatter())  # one colour-conversion context per eye
         try:
             while not stop.wait(1.0 / DISPLAY_HZ):
                 frames = latest.take()
                 window.poll()
                 if frames is None or frames[0] is None:
                     continue
-                left = frames[0].picture.to_ndarray(format="rgb24")
-                right = frames[1].picture.to_ndarray(format="rgb24") if frames[1] is not None else None
+                left = frames[0].rgb(to_rgb[0])
+                right = frames[1].rgb(to_rgb[1]) if frames[1] is not None else None
                 window.show(left, right, overlay_lines(receiver.metrics.report()))
                 shown[0] += 1
         finally:

@@ -212,8 +212,13 @@ class DecodedFrame:
         rows = np.frombuffer(plane, dtype=np.uint8, count=rows_needed * plane.line_size)
         return framecode.read_strip(rows.reshape(rows_needed, plane.line_size), w, h)
 
-    def rgb(self) -> np.ndarray:
-        return self.picture.to_ndarray(format="rgb24")
+    def rgb(self, reformatter: VideoReformatter | None = None) -> np.ndarray:
+        """The picture as an (H, W, 3) RGB array. Give the stream's own `VideoReformatter` (used by one
+        thread at a time) when converting every frame: without one, PyAV sets up a fresh libswscale
+        context for each frame (see `VideoEncoder._to_video_frame` for what that costs)."""
+        if reformatter is None:
+            return self.picture.to_ndarray(format="rgb24")
+        return reformatter.reformat(self.picture, format="rgb24").to_ndarray()
 
 
 class VideoDecoder:
