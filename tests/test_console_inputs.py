@@ -215,3 +215,30 @@ def test_peg_transfer_plan_for_the_driven_arms_only_keeps_their_targets_and_the_
             assert np.array_equal(full[arm].orientation, part[arm].orientation) and full[arm].jaw == part[arm].jaw
     with pytest.raises(KeyError, match="PSM3"):
         plan.only(["PSM1", "PSM3"])
+
+
+def test_peg_transfer_float_sampling_is_the_array_sampling_bit_for_bit():
+    """The scripted surgeon reads the peg-transfer plan on plain floats at 1 kHz; a trajectory without
+    that fast path (only `sample`) must give the very same master states."""
+    from telesurg.robot.peg_transfer import peg_transfer_plan
+    from telesurg.robot.scene import default_board
+
+    plan = peg_transfer_plan(default_board(), rings=1).only(["PSM1", "PSM2"])
+
+    class ArraysOnly:  # the same plan behind the plain ToolTrajectory protocol
+        duration = plan.duration
+
+        def sample(self, t):
+            return plan.sample(t)
+
+    times = [-1.0, 0.0, *np.linspace(0.0, plan.duration, 997).tolist(), plan.duration + 5.0]
+    for t in times:
+        floats, arrays = plan.sample_floats(t), plan.sample(t)
+        assert floats.keys() == arrays.keys()
+        for name, (position, orientation, jaw) in floats.items():
+            assert position == tuple(arrays[name].position) and orientation == tuple(arrays[name].orientation)
+            assert jaw == arrays[name].jaw
+    fast = ScriptedTaskInput(plan, 0.25, start_time=0.0, lead_in_s=0.5)
+    slow = ScriptedTaskInput(ArraysOnly(), 0.25, start_time=0.0, lead_in_s=0.5)
+    for t in times:
+        assert fast.sample(t + 0.5) == slow.sample(t + 0.5)

@@ -13,7 +13,7 @@ Scripted inputs:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -141,6 +141,7 @@ class ScriptedTaskInput:
         self._loop = loop
         first = trajectory.sample(0.0)
         self._tool0 = {arm_from_key(k): _vec3(v.position) for k, v in first.items()}
+        self._arm_of: dict[object, ArmId] = {}  # trajectory key -> arm, resolved once per key
         self._correction: dict[ArmId, Quat] = {}
         self._last_plan_q: dict[ArmId, Quat] = {}
         self._held_at: float | None = None  # task time frozen while the robot holds
@@ -183,19 +184,30 @@ class ScriptedTaskInput:
         t = self.task_time(now)
         pressed = (now - (self._start or 0.0)) % self._press_period >= self._press_period - self._press
         arms: dict[ArmId, ArmMasterState] = {}
-        for key, target in self._trajectory.sample(t).items():
-            arm = arm_from_key(key)
+        for key, (tool_position, tool_orientation, jaw) in self._sample_floats(t):
+            arm = self._arm_of.get(key)
+            if arm is None:
+                arm = self._arm_of[key] = arm_from_key(key)
             tool0 = self._tool0[arm]
-            delta = _vec3(target.position)
-            delta = ((delta[0] - tool0[0]) / self._scale, (delta[1] - tool0[1]) / self._scale,
-                     (delta[2] - tool0[2]) / self._scale)
+            x, y, z = tool_position
+            delta = ((x - tool0[0]) / self._scale, (y - tool0[1]) / self._scale, (z - tool0[2]) / self._scale)
             d = quat.rotate(self._reg_inv, delta)
             position = (self._origin[0] + d[0], self._origin[1] + d[1], self._origin[2] + d[2])
-            plan_q = quat.multiply(self._reg_inv, _quat(target.orientation))
+            plan_q = quat.multiply(self._reg_inv, _quat(tool_orientation))
             self._last_plan_q[arm] = plan_q
             orientation = quat.multiply(self._correction.get(arm, quat.IDENTITY), plan_q)
-            arms[arm] = ArmMasterState(position, orientation, float(target.jaw), reengage=pressed)
+            arms[arm] = ArmMasterState(position, orientation, float(jaw), reengage=pressed)
         return MasterState(now, arms)
+
+    def _sample_floats(self, t: float) -> Iterable[tuple[object, tuple[Vec3, object, float]]]:
+        """The trajectory at task time `t` as (arm key, (position, orientation, jaw)), the position on
+        plain floats: through its `sample_floats` when it has one (the peg-transfer plan: no arrays
+        built and taken apart at 1 kHz). The orientation is normalised by the caller."""
+        fast = getattr(self._trajectory, "sample_floats", None)
+        if fast is not None:
+            return fast(t).items()
+        return ((key, (_vec3(target.position), target.orientation, float(target.jaw)))
+                for key, target in self._trajectory.sample(t).items())
 
 
     def align_to(self, arm: ArmId, orientation: Quat, now: float) -> None:

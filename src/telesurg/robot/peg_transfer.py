@@ -34,6 +34,10 @@ JAW_DWELL = 0.5  # s to close or open the jaw and let contacts settle
 GRASP_ORIENTATION = matrix_to_quat(np.column_stack([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]))
 
 
+# position (x, y, z), orientation (w, x, y, z), jaw: a ToolTarget on plain floats
+FloatTarget = tuple[tuple[float, float, float], tuple[float, float, float, float], float]
+
+
 @dataclass(frozen=True, slots=True)
 class ToolTarget:
     """Where one arm's tool should be: position (m, base frame), quaternion (w, x, y, z), jaw (rad)."""
@@ -77,7 +81,7 @@ class _Track:
 
     times: list[float] = field(default_factory=list)
     targets: list[ToolTarget] = field(default_factory=list)
-    _floats: list[tuple[tuple[float, ...], tuple[float, ...], float]] = field(default_factory=list)
+    _floats: list[FloatTarget] = field(default_factory=list)
 
     def add(self, target: ToolTarget, duration: float | None = None) -> None:
         if not self.times:
@@ -90,8 +94,9 @@ class _Track:
                 duration = max(0.3, MIN_JERK_PEAK_FACTOR * max(distance / PEAK_SPEED, turn / PEAK_ANGULAR_SPEED))
             self.times.append(self.times[-1] + duration)
         self.targets.append(target)
-        self._floats.append((tuple(map(float, target.position)), tuple(map(float, target.orientation)),
-                             float(target.jaw)))
+        x, y, z = map(float, target.position)
+        w, qx, qy, qz = map(float, target.orientation)
+        self._floats.append(((x, y, z), (w, qx, qy, qz), float(target.jaw)))
 
     def sample(self, t: float) -> ToolTarget:
         k = bisect.bisect_right(self.times, t)
@@ -99,12 +104,23 @@ class _Track:
             return self.targets[0]
         if k >= len(self.times):
             return self.targets[-1]
+        position, orientation, jaw = self.sample_floats(t)
+        return ToolTarget(np.array(position), np.array(orientation), jaw)
+
+    def sample_floats(self, t: float) -> FloatTarget:
+        """`sample` as plain floats ((x, y, z), (w, x, y, z), jaw): what the 1 kHz console consumes,
+        without building arrays it would only take apart again."""
+        k = bisect.bisect_right(self.times, t)
+        if k == 0:
+            return self._floats[0]
+        if k >= len(self.times):
+            return self._floats[-1]
         (p0, q0, jaw0), (p1, q1, jaw1) = self._floats[k - 1], self._floats[k]
         s = min_jerk((t - self.times[k - 1]) / (self.times[k] - self.times[k - 1]))
         x0, y0, z0 = p0
         x1, y1, z1 = p1
-        return ToolTarget(np.array((x0 + s * (x1 - x0), y0 + s * (y1 - y0), z0 + s * (z1 - z0))),
-                          np.array(_slerp(q0, q1, s)), jaw0 + s * (jaw1 - jaw0))
+        return (x0 + s * (x1 - x0), y0 + s * (y1 - y0), z0 + s * (z1 - z0)), _slerp(q0, q1, s), \
+            jaw0 + s * (jaw1 - jaw0)
 
 
 class PegTransferPlan:
@@ -118,6 +134,10 @@ class PegTransferPlan:
 
     def sample(self, t: float) -> dict[str, ToolTarget]:
         return {name: track.sample(t) for name, track in self._tracks.items()}
+
+    def sample_floats(self, t: float) -> dict[str, FloatTarget]:
+        """`sample` as plain float tuples per arm (see `_Track.sample_floats`)."""
+        return {name: track.sample_floats(t) for name, track in self._tracks.items()}
 
     def only(self, names: list[str]) -> PegTransferPlan:
         """The same plan for just these arms (a console driving the PSMs need not sample the ECM 1000
