@@ -38,7 +38,7 @@ def test_init_robot_console_and_a_refused_console(tmp_path: Path, contract_check
 
     robot_report = tmp_path / "robot.json"
     robot = subprocess.Popen([sys.executable, "-m", "telesurg.cli", "robot", "--config", str(robot_toml),
-                              "--report", str(robot_report), "--no-video"], env=dict(os.environ),
+                              "--report", str(robot_report), "--no-video", "--idle-poll"], env=dict(os.environ),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         rogue = telesurg("console", "--config", str(rogue_toml), "--no-video", "--no-live", "--connect-timeout", "5",
@@ -62,6 +62,7 @@ def test_init_robot_console_and_a_refused_console(tmp_path: Path, contract_check
     console_data = json.loads(console_report.read_text())
     assert robot_data["security"]["rejected"].get("not_allowed", 0) >= 1
     assert robot_data["link"]["peer"] == "console"
+    assert robot_data["idle_poll"] is True and console_data["idle_poll"] is False  # asked of the robot only
     assert robot_data["safety"]["violations"] == 0
     # most commands are applied (those sent while the arms align at the start, or during a hold, are not)
     assert robot_data["commands"]["applied"] > 0.6 * console_data["commands"]["sent"] > 1000

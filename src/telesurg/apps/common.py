@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from telesurg.idle_poll import IdlePollers
 
 # Link counters that are housekeeping, not refused traffic (the rest go under security.rejected).
 NOT_SECURITY = frozenset({"duplicates", "rekeys", "video_dropped", "not_established", "no_address", "after_close",
@@ -87,14 +92,17 @@ def cpu_times() -> tuple[int, int, int] | None:
     return user + nice + system + irq + softirq, steal, sum(fields)
 
 
-def cpu_usage(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> dict[str, float] | None:
+def cpu_usage(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None,
+              not_counted_s: float = 0.0) -> dict[str, float] | None:
     """Share of the machine's CPU time that was busy, and stolen by the hypervisor, between two
     `cpu_times` (percent of all CPUs). Steal is time a virtual machine wanted a CPU and the host
-    gave it to someone else: figures measured under heavy steal are the host's, not ours."""
+    gave it to someone else: figures measured under heavy steal are the host's, not ours.
+    `not_counted_s`: CPU time that was only filling idle time (idle_poll.py), left out of busy."""
     if before is None or after is None or after[2] <= before[2]:
         return None
     total = after[2] - before[2]
-    return {"busy_pct": round(100.0 * (after[0] - before[0]) / total, 1),
+    busy = max(0.0, after[0] - before[0] - not_counted_s * os.sysconf("SC_CLK_TCK"))
+    return {"busy_pct": round(100.0 * busy / total, 1),
             "steal_pct": round(100.0 * (after[1] - before[1]) / total, 1)}
 
 
@@ -155,3 +163,24 @@ def write_report(path: Path | str | None, report: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=str))
     tmp.replace(path)
+
+
+def add_idle_poll_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--idle-poll", action="store_true",
+                        help="keep this site's idle CPUs awake (SCHED_IDLE spinners, telesurg/idle_poll.py): a "
+                             "datagram's thread runs without waiting for a halted CPU to wake; the CPUs look fully "
+                             "busy. On a dedicated machine, the kernel's idle=poll does the same")
+
+
+@contextlib.contextmanager
+def idle_polling(args: argparse.Namespace) -> Iterator[bool]:
+    """The site's `--idle-poll`, for the whole run: pollers on the CPUs it may use (after `--cpus`);
+    yields whether they run."""
+    if not args.idle_poll:
+        yield False
+        return
+    pollers = IdlePollers()
+    try:
+        yield pollers.start()
+    finally:
+        pollers.stop()

@@ -21,6 +21,8 @@ from typing import Any
 from telesurg.apps.common import (
     DelayHistogram,
     PathRecorder,
+    add_idle_poll_option,
+    idle_polling,
     install_stop_signals,
     percentiles,
     security_rejections,
@@ -299,6 +301,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--following-file", type=Path, help="write this file once every arm is following")
     parser.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to wait for the robot")
     parser.add_argument("--cpus", help="run this site on these CPUs only (e.g. 1 or 2-3); video may use any")
+    add_idle_poll_option(parser)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr (keeps the live display clean)")
 
@@ -330,7 +333,9 @@ def run(args: argparse.Namespace) -> int:
         return await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty(),
                               connect_timeout=args.connect_timeout)
 
-    report = asyncio.run(main())
+    with idle_polling(args) as polling:
+        report = asyncio.run(main())
+    report["idle_poll"] = polling
     write_report(args.report, report)
     if not report["established"]:
         print("console: the robot did not accept this console (see the robot's security report)")

@@ -24,6 +24,7 @@ from typing import Any
 
 from telesurg.apps.common import cpu_times, cpu_usage, write_report
 from telesurg.apps.emulated import site_command, start_emulated_link
+from telesurg.idle_poll import IdlePollers
 from telesurg.link.driver import install_uvloop
 from telesurg.netem.errors import NetemConfigError
 from telesurg.netem.profiles import load_profile
@@ -98,6 +99,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         stale.unlink(missing_ok=True)
     env = dict(os.environ)
     halves = split_cpus() if args.cpu_split else None
+    pollers = IdlePollers() if args.idle_poll else None
+    if pollers is not None and not pollers.start():
+        pollers = None
     console_cpus, robot_cpus = halves if halves is not None else (None, None)
     robot_log = (workdir / "robot.log").open("w")  # the robot's transition log; the terminal is the console's
     robot_extra = ["--seed", str(args.seed), *robot_video, *_cpus_flag(robot_cpus)]
@@ -146,6 +150,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             console.kill()
         relay_stats = await link.close()
         robot_log.close()
+        if pollers is not None:
+            pollers.stop()
     elapsed = time.monotonic() - started
     robot_data = json.loads(robot_report.read_text()) if robot_report.exists() else {}
     console_data = json.loads(console_report.read_text()) if console_report.exists() else {}
@@ -153,7 +159,10 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         raise RuntimeError(f"a site wrote no report (robot exit {robot.returncode}, console exit "
                            f"{console.returncode}); see the output above")
     report = merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats)
-    report["machine"] = {"cpus": os.cpu_count(), **report_extra, "cpu": cpu_usage(cpu_at_start, cpu_times())}
+    polled_s = 0.0 if pollers is None else pollers.cpu_seconds()
+    report["machine"] = {"cpus": os.cpu_count(), **report_extra,
+                         "idle_poll": None if pollers is None else {"cpus": pollers.cpus, "cpu_s": round(polled_s, 1)},
+                         "cpu": cpu_usage(cpu_at_start, cpu_times(), not_counted_s=polled_s)}
     return report
 
 
@@ -194,8 +203,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         split = m.get("cpu_split")
         where = (f"robot on CPUs {split['robot']}, console on {split['console']}, emulator on any"
                  if split else "sites not pinned")
-        lines.append(f"machine: {m.get('cpus')} CPUs, {where}; busy {m['cpu']['busy_pct']:.0f} %, "
-                     f"stolen by the host {m['cpu']['steal_pct']:.0f} %")
+        polled = "idle CPUs kept awake" if m.get("idle_poll") else "idle CPUs halt"
+        lines.append(f"machine: {m.get('cpus')} CPUs, {where}, {polled}; busy {m['cpu']['busy_pct']:.0f} % "
+                     f"(idle polling not counted), stolen by the host {m['cpu']['steal_pct']:.0f} %")
     return lines
 
 
@@ -216,6 +226,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the robot site and the console site on separate halves of the CPUs, as on two "
                              "machines (needs 2 or more CPUs; the emulator and video use any CPU). Off by default: "
                              "on 2 vCPUs it measured no better end to end (bench/command_overhead.py)")
+    parser.add_argument("--idle-poll", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep idle CPUs awake (SCHED_IDLE spinners, see telesurg/idle_poll.py) so a datagram's "
+                             "thread runs without waiting for a halted virtual CPU to wake; the CPUs look fully busy")
     parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                         help="live status display (default: when stdout is a terminal)")

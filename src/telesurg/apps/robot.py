@@ -20,6 +20,8 @@ from typing import Any
 from telesurg.apps.common import (
     DelayHistogram,
     PathRecorder,
+    add_idle_poll_option,
+    idle_polling,
     install_stop_signals,
     security_rejections,
     wait_stop,
@@ -255,6 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override [video] source of the config")
     parser.add_argument("--video-fps", type=float, help="override [video] fps of the config")
     parser.add_argument("--cpus", help="run this site on these CPUs only (e.g. 1 or 2-3); video may use any")
+    add_idle_poll_option(parser)
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -277,7 +280,9 @@ def run(args: argparse.Namespace) -> int:
         site = RobotSite(config, seed=args.seed, video=False if args.no_video else None)
         return await site.run(args.duration, stop)
 
-    report = asyncio.run(main())
+    with idle_polling(args) as polling:
+        report = asyncio.run(main())
+    report["idle_poll"] = polling
     write_report(args.report, report)
     violations = report["safety"]["violations"]
     print(f"robot: applied {report['commands']['applied']} commands, {violations} safety violations, "
