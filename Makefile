@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/robot_sim.py --json out/bench/robot_sim.json
 	$(BIN)/python -m telesurg.netem.bench --json out/bench/netem.json
 	$(BIN)/python bench/video_pipeline.py --stereo --json out/bench/video_720p60.json
+	$(BIN)/python bench/wakeup_latency.py --json out/bench/wakeup_latency.json
 	$(BIN)/python bench/command_overhead.py --json out/bench/command_overhead.json
 
 lint: $(STAMP)

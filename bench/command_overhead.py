@@ -10,11 +10,13 @@ one-way latency (console stamp -> robot apply) is then the fixed path delay plus
 emulator's lateness, the robot's receive, judging and hand-over to the driver. Both sites share the
 machine's clock, so the link's clock-offset estimate (true value 0 here) is printed as its error.
 
-Baseline, same invocation: the demo's default (sites not pinned), against `--cpu-split` (robot and
-console on separate CPUs), so the ratio shows what the split buys on this machine. With
-`--baseline-src DIR` (the `src/` of another checkout, e.g. `git worktree add /tmp/base HEAD~1`) the
-baseline is instead that code, run with the same options and interleaved run by run, so a change is
-judged against the code before it in the same machine phase. The issue's target (#4): overhead p99 < 1 ms.
+Baseline, same invocation: the demo's default (idle CPUs kept awake, telesurg/idle_poll.py) against
+`--no-idle-poll` (idle CPUs halt, and each wake-up waits for the hypervisor), so the ratio shows
+what the pollers buy on this machine. With `--baseline-src DIR` (the `src/` of another checkout,
+e.g. `git worktree add /tmp/base HEAD~1`) the baseline is instead that code, run with the same
+options and interleaved run by run, so a change is judged against the code before it in the same
+machine phase. `--cpu-split` runs every configuration with the sites on separate CPUs.
+The issue's target (#4): overhead p99 < 1 ms.
 Host CPU steal is printed with every run: figures taken while the hypervisor steals much CPU are
 the host's, not the software's.
 """
@@ -48,13 +50,13 @@ both = {{ delay_ms = 82.5 }}
 """
 
 
-def run_demo(workdir: Path, rings: int, video: bool, cpu_split: bool, src: Path | None = None) -> dict[str, Any]:
+def run_demo(workdir: Path, rings: int, video: bool, flags: list[str], src: Path | None = None) -> dict[str, Any]:
     """One demo run; `src`: run the package from that source tree instead of the installed one."""
     profile = workdir / "steady.toml"
     profile.write_text(STEADY_PROFILE)
     report = workdir / "report.json"
     command = [sys.executable, "-m", "telesurg.cli", "demo", "--no-live", "--profile", str(profile),
-               "--rings", str(rings), "--report", str(report), "--cpu-split" if cpu_split else "--no-cpu-split"]
+               "--rings", str(rings), "--report", str(report), *flags]
     if not video:
         command.append("--no-video")
     env = dict(os.environ)
@@ -80,6 +82,7 @@ def figures(report: dict[str, Any]) -> dict[str, Any]:
         "commands": {k: report["commands"][k] for k in ("sent", "lost", "applied")},
         "violations": report["safety"]["violations"], "holds": len(report["safety"]["holds"]),
         "cpu_busy_pct": cpu.get("busy_pct"), "cpu_steal_pct": cpu.get("steal_pct"),
+        "idle_poll": (report.get("machine") or {}).get("idle_poll"),
         "servo": report.get("robot", {}).get("servo"), "console_ticker": report.get("console", {}).get("ticker"),
         "video": {k: report["video"].get(k) for k in ("frames_displayed", "freezes", "latency_ms")}
         if "video" in report else None,
@@ -92,21 +95,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs of each configuration")
     parser.add_argument("--no-video", action="store_true", help="command path only")
     parser.add_argument("--baseline-src", type=Path, default=None,
-                        help="compare with the package in this src/ directory (sites not pinned in both)")
+                        help="compare with the package in this src/ directory (same options for both)")
+    parser.add_argument("--cpu-split", action="store_true", help="sites on separate CPUs in every run")
     parser.add_argument("--json", type=Path, default=Path("command_overhead.json"))
     args = parser.parse_args()
     if args.baseline_src is not None and not (args.baseline_src / "telesurg" / "cli.py").is_file():
         raise SystemExit(f"--baseline-src {args.baseline_src}: no telesurg/cli.py there; give a checkout's src/ dir")
     console = Console()
-    configs: tuple[tuple[str, bool, Path | None], ...] = (
-        (("this_tree", False, None), ("baseline_src", False, args.baseline_src)) if args.baseline_src
-        else (("cpu_split", True, None), ("baseline_no_cpu_split", False, None)))
+    common = ["--cpu-split"] if args.cpu_split else []
+    configs: tuple[tuple[str, list[str], Path | None], ...] = (
+        (("this_tree", common, None), ("baseline_src", common, args.baseline_src)) if args.baseline_src
+        else (("idle_poll", common, None), ("baseline_no_idle_poll", [*common, "--no-idle-poll"], None)))
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in configs}
     with tempfile.TemporaryDirectory(prefix="telesurg-overhead-") as tmp:
         for run in range(args.runs):
-            for name, split, src in configs:
+            for name, flags, src in configs:
                 with console.status(f"run {run + 1}/{args.runs}: demo, {name} ({args.rings} ring(s))"):
-                    results[name].append(figures(run_demo(Path(tmp), args.rings, not args.no_video, split, src)))
+                    results[name].append(figures(run_demo(Path(tmp), args.rings, not args.no_video, flags, src)))
     table = Table(title=f"command path software overhead over path a's fixed {PATH_A_ONE_WAY_MS} ms (ms)")
     for column in ("config", "e2e p50", "e2e p99", "e2e max", "console p99", "emulator p99", "robot p99",
                    "offset err", "lost", "holds", "steal %"):
