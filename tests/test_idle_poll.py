@@ -69,3 +69,9 @@ def test_busy_share_leaves_out_the_pollers_time() -> None:
     assert cpu_usage(before, after)["busy_pct"] == pytest.approx(75.0)
     assert cpu_usage(before, after, not_counted_s=1.0)["busy_pct"] == pytest.approx(25.0)
     assert cpu_usage(before, after, not_counted_s=5.0)["busy_pct"] == 0.0  # never below zero
+
+
+def test_no_cpus_means_no_pollers_and_a_false_start() -> None:
+    pollers = IdlePollers(cpus=[])
+    assert pollers.start() is False and not pollers.running and pollers.cpu_seconds() == 0.0
+    pollers.stop()  # harmless

@@ -46,7 +46,9 @@ class IdlePollers:
     """One SCHED_IDLE spinning process per CPU in `cpus` (default: the CPUs this process may use)."""
 
     def __init__(self, cpus: Iterable[int] | None = None) -> None:
-        self.cpus = sorted(os.sched_getaffinity(0) if cpus is None else set(cpus))
+        if cpus is None:  # Linux; elsewhere there is nothing to pin to and no SCHED_IDLE
+            cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()
+        self.cpus = sorted(set(cpus))
         self._processes: list[subprocess.Popen[bytes]] = []
         self._ticks_at_stop = 0
 
@@ -54,6 +56,9 @@ class IdlePollers:
         """Start the pollers; false (and nothing running) where SCHED_IDLE or processes are refused."""
         if self._processes:
             return True
+        if not self.cpus or not hasattr(os, "SCHED_IDLE"):
+            log.warning("idle polling needs Linux (SCHED_IDLE and CPU affinity): not started")
+            return False
         try:
             for cpu in self.cpus:
                 self._processes.append(subprocess.Popen(
