@@ -6,7 +6,7 @@ Real processes on loopback: a console process sends 80-byte CONTROL messages at 
 thread (`send_from_thread`, as the console site does); this process is the robot: its link loop
 receives them and, as the robot site does, sends bursts of 20 x 1100-byte VIDEO payloads at 30 Hz
 handed over from a video-pipe thread. Blocks of 1 s alternate between idle CPUs left to halt
-(the baseline) and idle CPUs kept awake by `telesurg.idle_poll.IdlePollers`, so machine noise hits
+(the baseline) and idle CPUs kept awake by `telesurg.idle_poll.KeepCpusAwake`, so machine noise hits
 both alike. Figures, p50/p99/max in µs: kernel arrival -> the robot's `on_message` ("handed up":
 the robot link's share of a command's delay) and console stamp -> `on_message` (one way).
 """
@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from telesurg.idle_poll import IdlePollers
+from telesurg.idle_poll import KeepCpusAwake
 from telesurg.link.config import LinkConfig
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import MessageClass, MessageReceived
@@ -115,7 +115,7 @@ async def _robot(tmp: Path, seconds: float, progress: Progress) -> dict[str, dic
     for mode_list in samples.values():
         for values in mode_list.values():
             values.clear()
-    pollers = IdlePollers()
+    pollers = KeepCpusAwake()
     try:
         for block in range(int(seconds)):
             polled = block % 2 == 1

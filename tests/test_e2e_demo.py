@@ -73,7 +73,9 @@ def test_demo_moves_a_ring_over_the_shanghai_casablanca_profile(tmp_path, contra
     assert split["robot"] and split["console"] and not set(split["robot"]) & set(split["console"])
     assert 0.0 < machine["cpu"]["busy_pct"] <= 100.0 and 0.0 <= machine["cpu"]["steal_pct"] <= 100.0
     # idle CPUs were kept awake (the default) and the pollers' own spinning is left out of "busy"
-    assert machine["idle_poll"]["cpus"] == sorted(os.sched_getaffinity(0)) and machine["idle_poll"]["cpu_s"] > 0
+    polled = machine["idle_poll"]
+    assert polled["cpus"] == sorted(os.sched_getaffinity(0)) and polled["method"] in ("pollers", "pm_qos")
+    assert polled["cpu_s"] > 0 or polled["method"] == "pm_qos"  # the kernel's own polling counts as idle
 
 
 def test_cutting_one_path_loses_no_command_and_video_does_not_freeze(tmp_path, contract_checker, no_loss_profile):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from telesurg.apps.common import cpu_usage
-from telesurg.idle_poll import IdlePollers
+from telesurg.idle_poll import KeepCpusAwake
 
 
 def _until(condition, timeout: float = 5.0) -> bool:
@@ -32,10 +32,10 @@ def _alive(pid: int) -> bool:
 
 def test_one_sched_idle_poller_per_cpu_is_accounted_and_stops() -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    pollers = IdlePollers()
+    pollers = KeepCpusAwake(method="pollers")
     assert pollers.start()
     try:
-        assert len(pollers.pids) == len(cpus) and pollers.running
+        assert pollers.method == "pollers" and len(pollers.pids) == len(cpus) and pollers.running
 
         def settled() -> bool:  # each child sets its own policy and CPU as its first act
             return all(os.sched_getscheduler(pid) == os.SCHED_IDLE for pid in pollers.pids) and \
@@ -55,7 +55,7 @@ def test_one_sched_idle_poller_per_cpu_is_accounted_and_stops() -> None:
 
 def test_pollers_exit_on_their_own_when_their_parent_dies() -> None:
     parent = subprocess.run(
-        [sys.executable, "-c", "import os; from telesurg.idle_poll import IdlePollers; p = IdlePollers(); "
+        [sys.executable, "-c", "import os; from telesurg.idle_poll import KeepCpusAwake; p = KeepCpusAwake(method='pollers'); "
                                "p.start(); print(*p.pids, flush=True); os._exit(0)"],
         capture_output=True, text=True, check=True, timeout=30)
     pids = [int(v) for v in parent.stdout.split()]
@@ -72,6 +72,33 @@ def test_busy_share_leaves_out_the_pollers_time() -> None:
 
 
 def test_no_cpus_means_no_pollers_and_a_false_start() -> None:
-    pollers = IdlePollers(cpus=[])
+    pollers = KeepCpusAwake(cpus=[], method="pollers")
     assert pollers.start() is False and not pollers.running and pollers.cpu_seconds() == 0.0
     pollers.stop()  # harmless
+
+
+def test_the_kernels_latency_request_is_held_while_running_and_dropped_after() -> None:
+    """Where a cpuidle driver exists, "auto" asks the kernel (0 µs CPU latency) instead of spinning:
+    the device reads back the request while it is held."""
+    from telesurg.idle_poll import PM_QOS_DEVICE
+
+    if not os.access(PM_QOS_DEVICE, os.R_OK | os.W_OK):
+        pytest.skip(f"{PM_QOS_DEVICE} needs root")
+
+    def current() -> int:
+        with open(PM_QOS_DEVICE, "rb") as device:
+            return int.from_bytes(device.read(4), sys.byteorder, signed=True)
+
+    before = current()
+    keeper = KeepCpusAwake(method="pm_qos")
+    assert keeper.start() and keeper.method == "pm_qos" and keeper.running and keeper.pids == []
+    try:
+        assert current() == 0
+    finally:
+        keeper.stop()
+    assert not keeper.running and current() == before
+
+
+def test_unknown_method_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="method='spin'"):
+        KeepCpusAwake(method="spin")

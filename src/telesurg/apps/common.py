@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from telesurg.idle_poll import IdlePollers
+from telesurg.idle_poll import KeepCpusAwake
 
 # Link counters that are housekeeping, not refused traffic (the rest go under security.rejected).
 NOT_SECURITY = frozenset({"duplicates", "rekeys", "video_dropped", "not_established", "no_address", "after_close",
@@ -173,14 +173,14 @@ def add_idle_poll_option(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def idle_polling(args: argparse.Namespace) -> Iterator[bool]:
-    """The site's `--idle-poll`, for the whole run: pollers on the CPUs it may use (after `--cpus`);
-    yields whether they run."""
+def idle_polling(args: argparse.Namespace) -> Iterator[str | None]:
+    """The site's `--idle-poll`, for the whole run, on the CPUs it may use (after `--cpus`); yields
+    how the CPUs are kept awake ("pm_qos" or "pollers"), or None."""
     if not args.idle_poll:
-        yield False
+        yield None
         return
-    pollers = IdlePollers()
+    keeper = KeepCpusAwake()
     try:
-        yield pollers.start()
+        yield keeper.method if keeper.start() else None
     finally:
-        pollers.stop()
+        keeper.stop()

@@ -24,7 +24,7 @@ from typing import Any
 
 from telesurg.apps.common import cpu_times, cpu_usage, write_report
 from telesurg.apps.emulated import site_command, start_emulated_link
-from telesurg.idle_poll import IdlePollers
+from telesurg.idle_poll import KeepCpusAwake
 from telesurg.link.driver import install_uvloop
 from telesurg.netem.errors import NetemConfigError
 from telesurg.netem.profiles import load_profile
@@ -99,7 +99,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         stale.unlink(missing_ok=True)
     env = dict(os.environ)
     halves = split_cpus() if args.cpu_split else None
-    pollers = IdlePollers() if args.idle_poll else None
+    pollers = KeepCpusAwake() if args.idle_poll else None
     if pollers is not None and not pollers.start():
         pollers = None
     console_cpus, robot_cpus = halves if halves is not None else (None, None)
@@ -161,7 +161,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     report = merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats)
     polled_s = 0.0 if pollers is None else pollers.cpu_seconds()
     report["machine"] = {"cpus": os.cpu_count(), **report_extra,
-                         "idle_poll": None if pollers is None else {"cpus": pollers.cpus, "cpu_s": round(polled_s, 1)},
+                         "idle_poll": None if pollers is None else {"method": pollers.method, "cpus": pollers.cpus,
+                                                                    "cpu_s": round(polled_s, 1)},
                          "cpu": cpu_usage(cpu_at_start, cpu_times(), not_counted_s=polled_s)}
     return report
 
@@ -203,7 +204,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         split = m.get("cpu_split")
         where = (f"robot on CPUs {split['robot']}, console on {split['console']}, emulator on any"
                  if split else "sites not pinned")
-        polled = "idle CPUs kept awake" if m.get("idle_poll") else "idle CPUs halt"
+        polled = f"idle CPUs kept awake ({m['idle_poll']['method']})" if m.get("idle_poll") else "idle CPUs halt"
         lines.append(f"machine: {m.get('cpus')} CPUs, {where}, {polled}; busy {m['cpu']['busy_pct']:.0f} % "
                      f"(idle polling not counted), stolen by the host {m['cpu']['steal_pct']:.0f} %")
     return lines
