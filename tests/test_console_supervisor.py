@@ -54,13 +54,23 @@ class Loop:
                          tuple(self.measured[a].position), tuple(self.measured[a].orientation), self.jaw[a])
             for a in ARMS))
 
-    def run(self, until: float, outage: tuple[float, float] | None = None) -> None:
+    def run(self, until: float, outage: tuple[float, float] | None = None, *, both_ways: bool = False) -> None:
+        """`outage`: commands sent then are lost; `both_ways`: telemetry too, and the scripted surgeon
+        pauses while the robot holds, as the console site does (ConsoleSite._follow_robot_state)."""
         now = round(len(self.sent) and self.sent[-1].t_sent or 0.0, 9)
         while now < until:
             now = round(now + PERIOD, 9)
             telemetry = None
             while self.to_console and self.to_console[0][0] <= now:
                 telemetry = self.to_console.popleft()[1]
+            if telemetry is not None and both_ways:
+                self.console.receive_telemetry(telemetry, now)
+                holding = [a for a in telemetry.arms if a.supervisor_state == SupervisorState.HOLD]
+                if holding and not self.task.held:
+                    self.task.hold(self.console.t_sent_of(ArmId(holding[0].arm), holding[0].last_applied_seq))
+                elif self.task.held and all(a.supervisor_state == SupervisorState.FOLLOWING for a in telemetry.arms):
+                    self.task.release(now)
+                telemetry = None
             for cmd in self.console.tick(now, telemetry):
                 self.sent.append(cmd)
                 if outage is None or not outage[0] <= now < outage[1]:
@@ -71,7 +81,7 @@ class Loop:
                 self.measured[a] = sp.pose
                 if sp.jaw is not None:
                     self.jaw[a] = sp.jaw
-            if round(now * 1000) % 10 == 0:
+            if round(now * 1000) % 10 == 0 and not (both_ways and outage is not None and outage[0] <= now < outage[1]):
                 self.to_console.append((now + DELAY, self.telemetry(now)))
             if self.sup.state("PSM1") is SupervisorState.FOLLOWING and now > 1.5:
                 target = self.plan.sample(now - 1.0 - DELAY)["PSM1"].position
@@ -103,3 +113,22 @@ def test_engages_follows_peg_transfer_and_resumes_only_after_hold_with_a_press()
     seqs = [c.cmd_seq for c in loop.sent if c.arm == ArmId.PSM1]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert math.isclose(loop.console.one_way_delay_ms(), DELAY * 1000, abs_tol=1.5)
+
+
+def test_no_unbidden_tool_motion_after_a_hold_the_console_learnt_of_late():
+    """Both ways cut for 300 ms: the console learns of the hold only when telemetry returns, by which
+    time the scripted surgeon has moved on; it is rewound to the last applied command. While it
+    re-engages, the master stands still, so every REENGAGE command must sit at the anchored tool
+    pose. The tremor filter used to ring from the master's jump into the anchored mapping: the
+    commands swung ~10 mm and the rest of the task kept the offset (rings missed in the demo)."""
+    loop = Loop()
+    loop.run(4.0)
+    loop.run(8.0, outage=(5.0, 5.3), both_ways=True)
+    assert loop.sup.holds and loop.sup.holds[0].cause == "watchdog"
+    assert all(loop.sup.state(a) is SupervisorState.FOLLOWING for a in ARMS)
+    for arm in (ArmId.PSM1, ArmId.PSM2):
+        reengaging = [c.position for c in loop.sent if c.arm == arm and c.reengage and c.t_sent > 5.3]
+        assert reengaging
+        spread = max(math.dist(p, reengaging[0]) for p in reengaging)
+        assert spread < 1e-5, f"{arm.name}: REENGAGE commands moved {spread * 1000:.2f} mm with the master still"
+    assert loop.sup.violations == 0

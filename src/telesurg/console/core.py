@@ -23,6 +23,7 @@ from telesurg.console.mapping import ArmTeleop, RobotArmView, TeleopMode
 from telesurg.console.tremor import TremorFilter
 from telesurg.messages import ArmId, ArmTelemetry, ServoCommand, Telemetry
 
+_MASTER_NOT_MAPPED = frozenset((TeleopMode.WAITING, TeleopMode.IDLE, TeleopMode.CLUTCHED))
 _SEQ_RING = 8192  # remembers t_sent of the last ~8 s of commands per arm at 1 kHz
 
 
@@ -91,7 +92,7 @@ class ConsoleCore:
                                        (config.jaw_min_rad, config.jaw_max_rad), config.reengage_timeout_s)
                         for arm in config.arms}
         self._filters = {arm: TremorFilter(config.tremor_filter, config.rate_hz) for arm in config.arms}
-        self._per_arm = [(arm, self._teleop[arm], self._filters[arm].step_floats, int(arm)) for arm in config.arms]
+        self._per_arm = [(arm, self._teleop[arm], self._filters[arm], int(arm)) for arm in config.arms]
         self._next_seq = dict.fromkeys(config.arms, first_seq)
         # plain lists, not numpy: two item writes per arm per 1 kHz tick, a third of the cost
         self._t_sent = {arm: [math.nan] * _SEQ_RING for arm in config.arms}
@@ -169,10 +170,16 @@ class ConsoleCore:
     def _produce(self, now: float) -> list[ServoCommand]:
         state = self.master.sample(now)
         commands: list[ServoCommand] = []
-        for arm, teleop, tremor_step, arm_id in self._per_arm:
+        for arm, teleop, tremor, arm_id in self._per_arm:
             master = state.arms.get(arm)
             if master is not None:  # same as dataclasses.replace(position=...), at a fraction of the cost
-                x, y, z = tremor_step(master.position)
+                if teleop.mode in _MASTER_NOT_MAPPED:
+                    # The tool does not follow the master now, and may be re-anchored to it this very
+                    # period: filter from where the master is, so a jump of the master meanwhile (a
+                    # scripted surgeon rewound after a hold, a hand moved while clutched) does not ring
+                    # on into the anchored motion. It moved the tool 10 mm after a resume, unbidden.
+                    tremor.restart()
+                x, y, z = tremor.step_floats(master.position)
                 master = ArmMasterState((x, y, z), master.orientation, master.jaw, master.clutch, master.engaged,
                                         master.reengage)
             seq = self._next_seq[arm]

@@ -70,6 +70,11 @@ class TremorFilter:
         self._axes = len(values)
         self._z = [float(zi) * v for z0, z1 in self._zi_unit for v in values for zi in (z0, z1)]
 
+    def restart(self) -> None:
+        """Forget the past: the next sample starts the filter at steady state there. For when the
+        input may have jumped and what came before must not ring into the output."""
+        self._z = None
+
     def step(self, value: np.ndarray | tuple[float, ...]) -> np.ndarray:
         """Filter one sample; the first call starts from steady state at that sample."""
         return np.array(self.step_floats(value), dtype=float)
