@@ -5,8 +5,9 @@ CPU halts, and the hypervisor must wake it before the thread a datagram woke can
 `bench/wakeup_latency.py --seconds 20` (1 kHz commands from another process, the robot link also
 sending video, alternating 1 s blocks): kernel arrival -> handed to the robot's callback p50 46 µs,
 p99 329 µs with idle CPUs halting; p50 22 µs, p99 108 µs with them kept awake. In the whole demo
-(`bench/command_overhead.py --runs 3`) the command path's p99 overhead went from 0.68-0.99 ms to
-0.39-0.63 ms, run for run, and the endoscope froze less (0-9 freezes against 10-43). The
+(`bench/command_overhead.py`, 3 sets of 3 interleaved pairs) the command path's p99 overhead was
+lower in 8 of 9 pairs, by most in the VM's slow hours (0.39-0.67 ms against 0.68-1.01 ms), and the
+endoscope froze less; in a fast hour the gain was small and the worst case larger. The
 usual cures are the kernel's: `idle=poll` on the kernel command line, or, where the kernel has a
 cpuidle driver (bare metal: intel_idle, acpi_idle; a VM with haltpoll), a /dev/cpu_dma_latency
 request of 0, which makes its idle loop poll instead of entering a C-state. `KeepCpusAwake` makes

@@ -165,11 +165,14 @@ def write_report(path: Path | str | None, report: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+IDLE_POLL_HELP = ("keep idle CPUs awake, so a datagram's thread runs without waiting for a halted CPU to wake: "
+                  "the kernel's latency request where it has a cpuidle driver, else a SCHED_IDLE spinner per CPU "
+                  "(the CPUs then look fully busy); see telesurg/idle_poll.py. On a dedicated machine, the "
+                  "kernel's idle=poll does the same")
+
+
 def add_idle_poll_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--idle-poll", action="store_true",
-                        help="keep this site's idle CPUs awake (SCHED_IDLE spinners, telesurg/idle_poll.py): a "
-                             "datagram's thread runs without waiting for a halted CPU to wake; the CPUs look fully "
-                             "busy. On a dedicated machine, the kernel's idle=poll does the same")
+    parser.add_argument("--idle-poll", action="store_true", help=IDLE_POLL_HELP + " (default: off)")
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from telesurg.apps.common import cpu_times, cpu_usage, write_report
+from telesurg.apps.common import IDLE_POLL_HELP, cpu_times, cpu_usage, write_report
 from telesurg.apps.emulated import site_command, start_emulated_link
 from telesurg.idle_poll import KeepCpusAwake
 from telesurg.link.driver import install_uvloop
@@ -228,8 +228,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "machines (needs 2 or more CPUs; the emulator and video use any CPU). Off by default: "
                              "on 2 vCPUs it measured no better end to end (bench/command_overhead.py)")
     parser.add_argument("--idle-poll", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep idle CPUs awake (SCHED_IDLE spinners, see telesurg/idle_poll.py) so a datagram's "
-                             "thread runs without waiting for a halted virtual CPU to wake; the CPUs look fully busy")
+                        help=IDLE_POLL_HELP + " (default: on)")
     parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                         help="live status display (default: when stdout is a terminal)")

@@ -142,6 +142,7 @@ class ScriptedTaskInput:
         first = trajectory.sample(0.0)
         self._tool0 = {arm_from_key(k): _vec3(v.position) for k, v in first.items()}
         self._arm_of: dict[object, ArmId] = {}  # trajectory key -> arm, resolved once per key
+        self._sample_fast = getattr(trajectory, "sample_floats", None)  # the peg-transfer plan has one
         self._correction: dict[ArmId, Quat] = {}
         self._last_plan_q: dict[ArmId, Quat] = {}
         self._held_at: float | None = None  # task time frozen while the robot holds
@@ -203,12 +204,10 @@ class ScriptedTaskInput:
         """The trajectory at task time `t` as (arm key, (position, orientation, jaw)), the position on
         plain floats: through its `sample_floats` when it has one (the peg-transfer plan: no arrays
         built and taken apart at 1 kHz). The orientation is normalised by the caller."""
-        fast = getattr(self._trajectory, "sample_floats", None)
-        if fast is not None:
-            return fast(t).items()
+        if self._sample_fast is not None:
+            return self._sample_fast(t).items()
         return ((key, (_vec3(target.position), target.orientation, float(target.jaw)))
                 for key, target in self._trajectory.sample(t).items())
-
 
     def align_to(self, arm: ArmId, orientation: Quat, now: float) -> None:
         plan_q = self._last_plan_q.get(arm)
