@@ -60,6 +60,7 @@ from telesurg.messages import (  # noqa: E402
     Telemetry,
     decode,
 )
+from telesurg.realtime import cpu_seconds_of  # noqa: E402
 from telesurg.robot.config import CartConfig  # noqa: E402
 from telesurg.robot.peg_transfer import peg_transfer_plan  # noqa: E402
 from telesurg.robot.safety_config import SupervisorConfig, workspaces_from_cart  # noqa: E402
@@ -183,12 +184,8 @@ class RobotLink:
 
 def thread_cpu_s(native_id: int | None) -> float:
     """CPU seconds (user + system) a thread of this process has used, from /proc (Linux only)."""
-    try:
-        with open(f"/proc/self/task/{native_id}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
+    seconds = cpu_seconds_of(f"/proc/self/task/{native_id}/stat")
+    return float("nan") if seconds is None else seconds
 
 
 def bare_main(period_s: float, spin_s: float, seconds: float, go: Any, result: Any) -> None:

@@ -77,3 +77,14 @@ def test_cpu_usage_is_a_share_of_the_whole_machine() -> None:
     assert usage is not None
     assert 0.0 < usage["busy_pct"] <= 100.0 and 0.0 <= usage["steal_pct"] <= 100.0
     assert cpu_usage(before, before) is None
+
+
+def test_cpu_seconds_of_reads_this_process_and_none_once_gone() -> None:
+    from telesurg.realtime import cpu_seconds_of
+
+    start = time.process_time()
+    while time.process_time() - start < 0.05:  # burn a little CPU so the kernel's ticks move
+        pass
+    mine = cpu_seconds_of("/proc/self/stat")
+    assert mine is not None and mine >= 0.04 and abs(mine - time.process_time()) < 0.5
+    assert cpu_seconds_of("/proc/999999999/stat") is None

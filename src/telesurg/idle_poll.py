@@ -37,6 +37,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from telesurg.realtime import cpu_seconds_of
+
 log = logging.getLogger(__name__)
 
 # argv: cpu, parent pid. Exits on its own when the parent is gone (checked every ~10 ms of spinning).
@@ -65,7 +67,7 @@ class KeepCpusAwake:
             cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()
         self.cpus = sorted(set(cpus))
         self._processes: list[subprocess.Popen[bytes]] = []
-        self._ticks_at_stop = 0
+        self._seconds_at_stop = 0.0
         self._latency_request: int | None = None  # open /dev/cpu_dma_latency: the request lasts while open
         self.method: str | None = None  # "pm_qos" or "pollers" once started
 
@@ -118,13 +120,13 @@ class KeepCpusAwake:
 
     def cpu_seconds(self) -> float:
         """CPU time the pollers have used so far (to take out of a machine's busy figure)."""
-        return (self._ticks_at_stop + sum(_cpu_ticks(p.pid) for p in self._processes)) / _CLOCK_TICKS
+        return self._seconds_at_stop + sum(_cpu_seconds(p.pid) for p in self._processes)
 
     def stop(self) -> None:
         if self._latency_request is not None:
             os.close(self._latency_request)
             self._latency_request = None
-        self._ticks_at_stop += sum(_cpu_ticks(p.pid) for p in self._processes)
+        self._seconds_at_stop += sum(_cpu_seconds(p.pid) for p in self._processes)
         for process in self._processes:
             with contextlib.suppress(OSError):
                 process.kill()
@@ -141,7 +143,6 @@ class KeepCpusAwake:
         self.stop()
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PM_QOS_DEVICE = "/dev/cpu_dma_latency"
 CPUIDLE_DRIVER = Path("/sys/devices/system/cpu/cpuidle/current_driver")
 
@@ -154,11 +155,5 @@ def cpuidle_driver() -> str | None:
         return None
 
 
-def _cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), counted after the name
+def _cpu_seconds(pid: int) -> float:
+    return cpu_seconds_of(f"/proc/{pid}/stat") or 0.0  # 0 once it is gone

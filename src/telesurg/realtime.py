@@ -109,3 +109,14 @@ def settle_garbage_collector() -> None:
     frozen, later collections walk only what the session allocates."""
     gc.collect()
     gc.freeze()
+
+
+def cpu_seconds_of(stat_path: str) -> float | None:
+    """User + system CPU seconds from a /proc `stat` file (a process's `/proc/PID/stat` or a thread's
+    `/proc/self/task/TID/stat`); None once it is gone or where /proc is absent."""
+    try:
+        with open(stat_path) as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14, 15 of proc(5)
+    except (OSError, IndexError, ValueError):
+        return None
