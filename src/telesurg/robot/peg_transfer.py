@@ -99,11 +99,6 @@ class _Track:
         self._floats.append(((x, y, z), (w, qx, qy, qz), float(target.jaw)))
 
     def sample(self, t: float) -> ToolTarget:
-        k = bisect.bisect_right(self.times, t)
-        if k == 0:
-            return self.targets[0]
-        if k >= len(self.times):
-            return self.targets[-1]
         position, orientation, jaw = self.sample_floats(t)
         return ToolTarget(np.array(position), np.array(orientation), jaw)
 
