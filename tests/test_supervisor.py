@@ -263,7 +263,7 @@ def test_takeover_refuses_remote_until_handed_back() -> None:
     assert rig.sup.state("PSM1") is SupervisorState.HOLD
     assert rig.sup.holds[-1].cause == "takeover"
     assert rig.sup.state("PSM2") is SupervisorState.FOLLOWING  # only the arm taken over
-    assert rig.send(HOME, ENGAGE).reason == "not_controller"
+    assert rig.send(HOME, ENGAGE).reason == "not_owner"
     assert rig.sup.assign("PSM1", REMOTE, rig.now) is False
     assert rig.send(HOME, ENGAGE, sender=LOCAL_SENDER, seq=1).outcome is Outcome.APPLIED
     assert rig.sup.state("PSM1") is SupervisorState.FOLLOWING
@@ -334,7 +334,7 @@ def test_report_has_published_fields() -> None:
 def test_unknown_arm_and_unknown_sender() -> None:
     rig = Rig().ready()
     assert rig.send(arm="PSM2").reason == "unknown_arm"
-    assert rig.send(HOME, ENGAGE, sender="mallory").reason == "not_controller"
+    assert rig.send(HOME, ENGAGE, sender="mallory").reason == "not_owner"
 
 
 def test_reengage_aligns_with_the_tool_as_measured_not_with_a_setpoint_it_cannot_reach() -> None:

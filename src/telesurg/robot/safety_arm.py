@@ -24,7 +24,7 @@ from telesurg.robot.safety_geometry import (
     rotate_toward,
     step_toward,
 )
-from telesurg.robot.safety_types import HoldRecord, Setpoint, SupervisorState
+from telesurg.robot.safety_types import HandoverRecord, HoldRecord, Setpoint, SupervisorState
 
 _EPS = 1e-9
 
@@ -36,6 +36,7 @@ class SupervisedArm:
     name: str
     state: SupervisorState = SupervisorState.DISABLED
     controller: str | None = None
+    released_by: str | None = None  # the owner before an owner-less spell (a release), for the record
     local_lock: bool = False  # taken over by the local console: network assignment refused
     seen_seq: dict[str, int] = field(default_factory=dict)  # newest cmd_seq per sender (ordering gate)
     applied_seq: dict[str, int] = field(default_factory=dict)  # newest applied, independent check
@@ -50,6 +51,7 @@ class SupervisedArm:
     target_jaw: float = 0.0
     last_tick_t: float | None = None
     open_hold: HoldRecord | None = None
+    open_handover: HandoverRecord | None = None  # until the new owner's first applied command
     measured_pos: Vec3 | None = None  # the tool where it really is, kept while READY/HOLD for alignment
     measured_quat: Quat = (1.0, 0.0, 0.0, 0.0)
 

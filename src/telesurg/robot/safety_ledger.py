@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from telesurg.robot.safety_types import Decision, HoldRecord, Outcome, Transition
+from telesurg.robot.safety_types import Decision, HandoverRecord, HoldRecord, Outcome, Transition
 
 log = logging.getLogger("telesurg.robot.supervisor")  # the supervisor's own log, whichever half writes
 
@@ -24,6 +24,7 @@ class SupervisorLedger:
     def __init__(self) -> None:
         self.transitions: list[Transition] = []
         self.holds: list[HoldRecord] = []
+        self.handovers: list[HandoverRecord] = []
         self.counters: Counter[str] = Counter()  # rejections by reason
         self.applied = 0
         self.clipped = 0

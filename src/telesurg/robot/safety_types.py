@@ -66,3 +66,31 @@ class HoldRecord:
     def as_dict(self) -> dict[str, object]:
         return {"at_s": self.at_s, "arm": self.arm, "reaction_ms": self.reaction_ms, "cause": self.cause,
                 "resumed_by": self.resumed_by}
+
+
+@dataclass(slots=True)
+class HandoverRecord:
+    """One change of an arm's owner, and how long the arm was without an applied command across it.
+
+    `gap_ms` runs from the old owner's last applied command to the new owner's first; `align_ms` is
+    the part of it after the grant (the notice's trip to the new console, its alignment and its
+    re-engage command's trip back), so `gap_ms - align_ms` is what the handover itself cost."""
+
+    at_s: float  # when the new owner was given the arm
+    arm: str
+    from_sender: str | None
+    to_sender: str
+    reason: str
+    last_old_applied_s: float | None
+    first_new_applied_s: float | None = None
+    moved_m: float | None = None  # measured tool displacement between the grant and the first new command
+
+    @property
+    def gap_ms(self) -> float | None:
+        if self.first_new_applied_s is None or self.last_old_applied_s is None:
+            return None
+        return 1000.0 * (self.first_new_applied_s - self.last_old_applied_s)
+
+    @property
+    def align_ms(self) -> float | None:
+        return None if self.first_new_applied_s is None else 1000.0 * (self.first_new_applied_s - self.at_s)

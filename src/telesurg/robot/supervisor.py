@@ -39,9 +39,17 @@ from telesurg.robot.safety_arm import SupervisedArm, as_quat, as_vec3, step_setp
 from telesurg.robot.safety_config import SupervisorConfig
 from telesurg.robot.safety_geometry import Quat, Vec3, distance, normalize, quat_angle, quat_norm
 from telesurg.robot.safety_ledger import SupervisorLedger
-from telesurg.robot.safety_types import Decision, HoldRecord, Outcome, Setpoint, SupervisorState, Transition
+from telesurg.robot.safety_types import (
+    Decision,
+    HandoverRecord,
+    HoldRecord,
+    Outcome,
+    Setpoint,
+    SupervisorState,
+    Transition,
+)
 
-__all__ = ["LOCAL_SENDER", "Decision", "HoldRecord", "Outcome", "SafetySupervisor", "Setpoint", "SupervisorState",
+__all__ = ["LOCAL_SENDER", "Decision", "HandoverRecord", "HoldRecord", "Outcome", "SafetySupervisor", "Setpoint", "SupervisorState",
            "Transition"]
 
 log = logging.getLogger(__name__)
@@ -144,9 +152,10 @@ class SafetySupervisor(SupervisorLedger):
             if a.state is SupervisorState.FAULT:
                 self._transition(a, SupervisorState.DISABLED, now, "operator_reset")
 
-    def assign(self, arm: str, sender: str, now: float = 0.0, *, local: bool = False,
+    def assign(self, arm: str, sender: str | None, now: float = 0.0, *, local: bool = False,
                cause: str = "handover") -> bool:
-        """Give control of `arm` to `sender`; a moving arm holds so the new surgeon must align first.
+        """Give control of `arm` to `sender` (None: nobody); a moving arm holds, so the new owner
+        must align and re-engage before it follows, and no command of the old owner is applied after.
 
         Refused (False) for a network caller while the local console has taken the arm over."""
         a = self._arms[arm]
@@ -157,10 +166,25 @@ class SafetySupervisor(SupervisorLedger):
             return True
         previous, a.controller = a.controller, sender
         a.last_heard_t = None
+        a.open_handover = None
+        before = previous if previous is not None else a.released_by
+        a.released_by = previous if sender is None else None
+        if before is not None and sender is not None and before != sender:
+            record = HandoverRecord(now, arm, before, sender, cause, a.last_valid_t)
+            self.handovers.append(record)
+            a.open_handover = record
         if a.state is SupervisorState.FOLLOWING:
             self._hold(a, now, cause)
-        log.info("t=%.3f %s control %s -> %s", now, arm, previous, sender)
+        log.info("t=%.3f %s control %s -> %s (%s)", now, arm, previous, sender, cause)
         return True
+
+    def owner(self, arm: str) -> str | None:
+        """The one sender whose commands this arm may apply (None: nobody's)."""
+        return self._arms[arm].controller
+
+    def last_heard(self, arm: str) -> float | None:
+        """When the owner last sent this arm a fresh, ordered command (None: not since it got it)."""
+        return self._arms[arm].last_heard_t
 
     def set_local_lock(self, arm: str, locked: bool) -> None:
         self._arms[arm].local_lock = locked
@@ -188,7 +212,7 @@ class SafetySupervisor(SupervisorLedger):
         if self.estopped:
             return self._reject("estop")
         if sender != a.controller:
-            return self._reject("not_controller")
+            return self._reject("not_owner")
         last = a.seen_seq.get(sender)
         if last is not None and cmd.cmd_seq <= last:
             return self._reject("duplicate" if cmd.cmd_seq == last else "out_of_order")
@@ -239,6 +263,8 @@ class SafetySupervisor(SupervisorLedger):
         jaw = min(max(cmd.jaw, self.config.jaw_min_rad), self.config.jaw_max_rad)
         if a.state is not SupervisorState.FOLLOWING:
             resumed_from = a.state
+            if a.open_handover is not None:  # the new owner's first applied command ends the handover
+                self._close_handover(a, now)
             self._close_hold(a, "reengage")
             self._transition(a, SupervisorState.FOLLOWING, now, f"reengage_from_{resumed_from.name.lower()}")
             a.measured_pos = None  # refreshed at the next hold; never compared against a stale pose
@@ -320,6 +346,13 @@ class SafetySupervisor(SupervisorLedger):
         self.holds.append(record)
         a.open_hold = record
         self._transition(a, SupervisorState.HOLD, now, cause)
+
+    def _close_handover(self, a: SupervisedArm, now: float) -> None:
+        record, a.open_handover = a.open_handover, None
+        assert record is not None
+        record.first_new_applied_s = now
+        if a.measured_pos is not None and a.setpoint_pos is not None:  # the setpoint froze at the grant
+            record.moved_m = distance(a.measured_pos, a.setpoint_pos)
 
     def _close_hold(self, a: SupervisedArm, resumed_by: str) -> None:
         if a.open_hold is not None:
