@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import ssl
 from collections import Counter, deque
 from collections.abc import Sequence
 
@@ -44,11 +45,12 @@ _DOWN = PathState.DOWN
 
 class LinkCore(HandshakeMixin):
     def __init__(self, config: LinkConfig | LinkSettings, identity: Identity, *, is_client: bool,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, ctx: ssl.SSLContext | None = None) -> None:
         self.settings = config.to_settings() if isinstance(config, LinkConfig) else config
         self.identity = identity
         self.is_client = is_client
-        self._ctx = make_context(identity, self.settings.peer_certs_pem, is_client=is_client)
+        # a LinkHub shares one context between its cores: building one writes and reads key files
+        self._ctx = ctx or make_context(identity, self.settings.peer_certs_pem, is_client=is_client)
         self._rng = random.Random(seed)  # non-cryptographic choices only; keys always come from os.urandom
         self._gate = HandshakeGate(self.settings)
         self._path_names: tuple[str, ...] = tuple(self.settings.path_names)
@@ -118,6 +120,10 @@ class LinkCore(HandshakeMixin):
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
+
+    def counters_total(self) -> Counter[str]:
+        """A copy of the counters: the same call as `LinkHub.counters_total`, so callers can use either."""
+        return Counter(self.counters)
 
     # -- sending ---------------------------------------------------------------------------------
     def connect(self, now: float) -> None:
@@ -272,7 +278,7 @@ class LinkCore(HandshakeMixin):
             for name, mon in self._paths.items():
                 change = mon.update(now)
                 if change is not None:
-                    self._events.append(PathStateChanged(name, change[0], change[1], now))
+                    self._events.append(PathStateChanged(name, change[0], change[1], now, session.sid))
                 if session.epochs.can_send and mon.next_probe_at is not None and now >= mon.next_probe_at:
                     probe = wire.PROBE.pack(wire.Inner.PROBE, mon.new_probe(now), now)
                     self._out.append((name, session.epochs.seal(probe), session.addrs.get(name)))
@@ -284,7 +290,7 @@ class LinkCore(HandshakeMixin):
                 del self._pending[sid]
                 self.counters["handshake_timeout"] += 1
                 if self.is_client:
-                    self._events.append(SessionClosed("handshake_timeout", now))
+                    self._events.append(SessionClosed("handshake_timeout", now, sid))
             else:
                 self._flush_reliable(pending, now)
 
@@ -328,7 +334,7 @@ class LinkCore(HandshakeMixin):
                 self._on_established(session, now)
         kind = inner[0] if inner else 0
         if kind == _I_MSG:
-            self._on_message(inner, path, now)
+            self._on_message(inner, path, now, sid)
             if session.rel.idle:  # the hot path: no deadline moved, _flush_reliable would do nothing
                 return True
         elif kind == _I_PROBE and len(inner) == wire.PROBE.size:
@@ -371,7 +377,7 @@ class LinkCore(HandshakeMixin):
                 (after is not None and (cached is None or after < cached)):
             self._timer_dirty = True
 
-    def _on_message(self, inner: bytes, path: str, now: float) -> None:
+    def _on_message(self, inner: bytes, path: str, now: float, sid: int) -> None:
         if len(inner) < _MSG_HEAD:
             self.counters["malformed"] += 1
             return
@@ -383,4 +389,4 @@ class LinkCore(HandshakeMixin):
         if reason is not None:
             self.counters["duplicates" if reason == "replay" else "stale"] += 1
             return
-        self._events.append(MessageReceived(_CLASSES[msg_class], seq, inner[_MSG_HEAD:], path, now))
+        self._events.append(MessageReceived(_CLASSES[msg_class], seq, inner[_MSG_HEAD:], path, now, sid))

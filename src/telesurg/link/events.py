@@ -1,4 +1,8 @@
-"""Message classes and the events a LinkCore hands to its application."""
+"""Message classes and the events a LinkCore hands to its application.
+
+Events about a session carry its `sid` (0 when none applies), so an application behind a LinkHub can
+tell its consoles apart: HandshakeComplete maps a sid to the peer's identity.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class HandshakeComplete:
     peer_name: str
     peer_fingerprint: str
     at: float
+    sid: int = 0  # the session's id, see the module docstring
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,7 @@ class PeerRefused:
     path: str
     addr: tuple[str, int] | None
     at: float
+    sid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +45,14 @@ class MessageReceived:
     payload: bytes
     path: str  # the path whose copy arrived first
     at: float
+    sid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SessionEventReceived:
     payload: bytes
     at: float
+    sid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +61,14 @@ class PathStateChanged:
     old: PathState
     new: PathState
     at: float
+    sid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SessionClosed:
     reason: str
     at: float
+    sid: int = 0
 
 
 Event = (HandshakeComplete | PeerRefused | MessageReceived | SessionEventReceived | PathStateChanged

@@ -51,7 +51,7 @@ class HandshakeMixin:
             source = addr[0] if addr is not None else f"path:{path}"
             refusal = refusal or self._gate.admit(source, len(self._pending), now)
             if refusal is not None:
-                self._refuse(refusal, path, addr, now)
+                self._refuse(refusal, path, addr, now, sid)
                 return
             session = Session(sid, TlsChannel(self._ctx, is_client=False), now, self.settings.epoch_grace_s)
             self._pending[sid] = session
@@ -115,7 +115,7 @@ class HandshakeMixin:
                 if not self._established:
                     self._on_established(session, now)
             elif record_type == RECORD_EVENT and session is self._session:
-                self._events.append(SessionEventReceived(body, now))
+                self._events.append(SessionEventReceived(body, now, session.sid))
             elif record_type == RECORD_CLOSE and session is self._session:
                 self._end_session("peer_closed: " + body.decode(errors="replace"), now)
                 return
@@ -124,7 +124,7 @@ class HandshakeMixin:
 
     def _activate(self: LinkCore, session: Session, now: float) -> None:
         if self._session is not None and self._session is not session:
-            self._events.append(SessionClosed("replaced", now))
+            self._events.append(SessionClosed("replaced", now, self._session.sid))
         self._session = session
         self._established = False
         self._pending.pop(session.sid, None)
@@ -138,18 +138,19 @@ class HandshakeMixin:
 
     def _on_established(self: LinkCore, session: Session, now: float) -> None:
         self._established = True
-        self._events.append(HandshakeComplete(session.tls.peer_name, session.tls.peer_fingerprint, now))
+        self._events.append(HandshakeComplete(session.tls.peer_name, session.tls.peer_fingerprint, now,
+                                              session.sid))
         queued, self._queued_events = self._queued_events, []
         for payload in queued:
             session.write_record(RECORD_EVENT, payload)
 
-    def _refuse(self: LinkCore, reason: str, path: str, addr: Addr | None, now: float) -> None:
+    def _refuse(self: LinkCore, reason: str, path: str, addr: Addr | None, now: float, sid: int = 0) -> None:
         self.counters[reason] += 1
-        self._events.append(PeerRefused(reason, path, addr, now))
+        self._events.append(PeerRefused(reason, path, addr, now, sid))
 
     def _fail(self: LinkCore, session: Session, reason: str, path: str, addr: Addr | None, now: float) -> None:
         """Handshake or TLS failure: count, report, flush the TLS alert once, forget the session."""
-        self._refuse(reason, path, addr, now)
+        self._refuse(reason, path, addr, now, session.sid)
         alert = session.tls.take_output()
         if alert:
             session.rel.send(alert)
@@ -158,13 +159,13 @@ class HandshakeMixin:
         if session is self._session:
             self._end_session(reason, now)
         elif self.is_client:
-            self._events.append(SessionClosed(reason, now))
+            self._events.append(SessionClosed(reason, now, session.sid))
 
     def _end_session(self: LinkCore, reason: str, now: float) -> None:
         self._timer_dirty = True
         if self._session is not None:
             self._closed_sids.append(self._session.sid)
-            self._events.append(SessionClosed(reason, now))
+            self._events.append(SessionClosed(reason, now, self._session.sid))
         self._session = None
         self._established = False
         self._video.clear()
