@@ -286,7 +286,7 @@ class LinkCore(HandshakeMixin):
                 self._rekey(session, now)
             self._flush_reliable(session, now)
         for sid, pending in list(self._pending.items()):
-            if now - pending.started >= self.settings.handshake_timeout_s:
+            if now >= pending.started + self.settings.handshake_timeout_s:  # the sum _compute_timer uses
                 del self._pending[sid]
                 self.counters["handshake_timeout"] += 1
                 if self.is_client:
