@@ -12,11 +12,12 @@ from telesurg.link.events import (
     SessionClosed,
     SessionEventReceived,
 )
+from telesurg.link.hub import HubSession, LinkHub
 from telesurg.link.keys import Identity, generate_identity, load_identity, make_identity
 from telesurg.link.paths import PathState, PathStats
 
 __all__ = [
-    "Event", "HandshakeComplete", "Identity", "LinkConfig", "LinkCore", "LinkSettings", "MessageClass",
-    "MessageReceived", "PathConfig", "PathState", "PathStateChanged", "PathStats", "PeerRefused",
+    "Event", "HandshakeComplete", "HubSession", "Identity", "LinkConfig", "LinkCore", "LinkHub", "LinkSettings",
+    "MessageClass", "MessageReceived", "PathConfig", "PathState", "PathStateChanged", "PathStats", "PeerRefused",
     "SessionClosed", "SessionEventReceived", "generate_identity", "load_identity", "make_identity",
 ]
