@@ -1,4 +1,5 @@
-"""asyncio UDP driver for LinkCore: one socket per path, the loop's monotonic clock, one timer.
+"""asyncio UDP driver for LinkCore (or a LinkHub of many sessions): one socket per path, the loop's
+monotonic clock, one timer.
 
 All protocol logic stays in the core; this file only moves bytes between sockets and the core,
 arms the core's timer, and hands events to callbacks or a queue. uvloop is used when installed.
@@ -17,6 +18,7 @@ from typing import Any
 from telesurg.link.config import LinkConfig, parse_hostport
 from telesurg.link.core import LinkCore
 from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, SessionClosed
+from telesurg.link.hub import LinkHub
 from telesurg.link.keys import Identity, load_identity
 from telesurg.link.sockets import (
     enable_arrival_stamps,
@@ -51,10 +53,10 @@ class _PathProtocol(asyncio.DatagramProtocol):
 
 
 class LinkEndpoint:
-    """A LinkCore on real UDP sockets. Messages go to `on_message`, other events to `on_event`,
-    and whatever has no callback goes to the `events` queue."""
+    """A LinkCore (one session) or a LinkHub (the robot's many) on real UDP sockets. Messages go to
+    `on_message`, other events to `on_event`, and whatever has no callback goes to the `events` queue."""
 
-    def __init__(self, core: LinkCore, locals_: dict[str, Addr], remotes: dict[str, Addr | None], *,
+    def __init__(self, core: LinkCore | LinkHub, locals_: dict[str, Addr], remotes: dict[str, Addr | None], *,
                  on_message: Callable[[MessageReceived], None] | None = None,
                  on_event: Callable[[Event], None] | None = None, stamp_arrivals: bool = False) -> None:
         if set(locals_) != set(core.path_names):
@@ -83,9 +85,13 @@ class LinkEndpoint:
 
     @classmethod
     def from_config(cls, config: LinkConfig, *, is_client: bool, identity: Identity | None = None,
-                    **callbacks: Any) -> LinkEndpoint:
+                    multi_session: bool = False, **callbacks: Any) -> LinkEndpoint:
+        """`multi_session` (server only): a LinkHub, one session per console, instead of one LinkCore."""
+        if multi_session and is_client:
+            raise ValueError("multi_session is for the server side: a client dials one peer")
         identity = identity or load_identity(config.identity_cert, config.identity_key)
-        core = LinkCore(config, identity, is_client=is_client)
+        core: LinkCore | LinkHub = LinkHub(config, identity) if multi_session else \
+            LinkCore(config, identity, is_client=is_client)
         locals_ = {p.name: parse_hostport(p.local) for p in config.paths}
         remotes = {p.name: parse_hostport(p.remote) if p.remote else None for p in config.paths}
         return cls(core, locals_, remotes, **callbacks)
@@ -106,7 +112,7 @@ class LinkEndpoint:
             if self.stamp_arrivals:
                 enable_arrival_stamps(self._thread_sockets[path])
         with self._core_lock:
-            if self.core.is_client:
+            if isinstance(self.core, LinkCore) and self.core.is_client:
                 self.core.connect(self.now())
         self._after_core_call()
 
@@ -156,6 +162,30 @@ class LinkEndpoint:
         with self._core_lock:
             self.core.send_event(payload, self.now())
         self._after_core_call()
+
+    def send_to(self, sid: int, msg_class: MessageClass, payload: bytes) -> int | None:
+        """`send` to one session of a LinkHub (the sid of its events); message seq or None. Loop thread."""
+        hub = self._hub()
+        with self._core_lock:
+            seq = hub.send_to(sid, msg_class, payload, self.now())
+        if msg_class == MessageClass.EVENT:
+            self._after_core_call()  # the reliable channel's retransmission timer moved
+        else:
+            self._flush()  # like `send`: nothing else can have changed
+        return seq
+
+    def send_event_to(self, sid: int, payload: bytes) -> bool:
+        """`send_event` to one session of a LinkHub; False if the session is unknown. Loop thread."""
+        hub = self._hub()
+        with self._core_lock:
+            queued = hub.send_event_to(sid, payload, self.now())
+        self._after_core_call()
+        return queued
+
+    def _hub(self) -> LinkHub:
+        if not isinstance(self.core, LinkHub):
+            raise TypeError("send_to/send_event_to need a LinkHub core (from_config(..., multi_session=True))")
+        return self.core
 
     async def close(self) -> None:
         if self._closed:
@@ -216,8 +246,8 @@ class LinkEndpoint:
             return
         if isinstance(event, HandshakeComplete):
             self._established.set()
-        elif isinstance(event, SessionClosed):
-            self._established.clear()
+        elif isinstance(event, SessionClosed) and not self.core.established:
+            self._established.clear()  # a hub stays established while any other session is
         if self.on_event is not None:
             self.on_event(event)
         else:
