@@ -120,6 +120,12 @@ def test_three_consoles_establish_and_each_ones_messages_carry_its_own_sid() -> 
     assert hub.session_id == sids[2] and hub.peer_name == "console2"
     assert hub.path_stats() == hub.core_of(sids[2]).path_stats()
     assert hub.counters_total()["internal_error"] == 0 and hub.counters_total()["auth"] == 0
+    hub.close(h.net.now, "robot shutting down")  # every session ends, every console is told
+    h.run_until(h.net.now + 0.3)
+    assert len(hub) == 0 and not hub.established and hub.send(TELEMETRY, b"x", h.net.now) is None
+    assert sorted(e.sid for e in h.hub_of(SessionClosed)) == sorted(sids)
+    for i in range(3):
+        assert [e.reason for e in h.client_of(i, SessionClosed)] == ["peer_closed: robot shutting down"]
 
 
 def test_each_session_has_its_own_replay_window_and_keys() -> None:
@@ -140,6 +146,11 @@ def test_each_session_has_its_own_replay_window_and_keys() -> None:
     as_b = second[:2] + b.session_id.to_bytes(8, "big") + second[10:]  # A's datagram, B's session id
     assert hub.receive_datagram(as_b, "a", now, addr_a) is False
     assert hub.counters_total()["auth"] == before["auth"] + 1  # B's keys do not open it
+    unknown = second[:2] + (12345).to_bytes(8, "big") + second[10:]
+    for junk, reason in ((unknown, "session"), (b"\x01", "malformed"), (b"\x09" + second[1:], "version")):
+        assert hub.receive_datagram(junk, "a", now, addr_a) is False
+        assert hub.counters[reason] == 1, reason
+    assert len(hub) == 2  # none of it opened a session
     h.collect()
     assert [(e.sid, e.payload) for e in h.hub_of(MessageReceived)] == [(a.session_id, b"first")]
     assert hub.receive_datagram(second, "a", now, addr_a) is True  # the genuine one was not burnt

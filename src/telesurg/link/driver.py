@@ -131,7 +131,8 @@ class LinkEndpoint:
         return self.core.established
 
     def send(self, msg_class: MessageClass, payload: bytes) -> int | None:
-        """Send now (CONTROL leaves before this returns); message seq or None if dropped. Loop thread."""
+        """Send now (CONTROL leaves before this returns); message seq or None if dropped (a LinkHub
+        broadcasts: the number of sessions reached). Loop thread."""
         with self._core_lock:
             seq = self.core.send(msg_class, payload, self.now())
         self._flush()

@@ -10,6 +10,7 @@ and unrouted first, and its `SessionClosed("replaced")` comes before the new `Ha
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from telesurg.link.session import Addr
 from telesurg.link.tls import make_context
 
 __all__ = ["HubSession", "LinkHub"]
+log = logging.getLogger(__name__)
 
 _HS_DATA = int(wire.Kind.HS_DATA)
 _EVENT = int(MessageClass.EVENT)
@@ -260,20 +262,24 @@ class LinkHub:
 
     # -- receiving -------------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, path: str, now: float, addr: Addr | None = None) -> bool:
-        """Route one datagram to its session's core by session id; True when it authenticated."""
+        """Route one datagram to its session's core by session id; True when it authenticated.
+        Never raises, like LinkCore: bad input is counted."""
         try:
             kind, sid = wire.parse_outer(data)
+            self._now = now
+            core = self._cores.get(sid)
+            if core is None:
+                return self._open(data, kind, sid, path, now, addr)
+            ok = core.receive_datagram(data, path, now, addr)
+            if core._events or core._session is None:  # the usual case: one message to move, still live
+                self._settle(sid, core, now)
+            return ok
         except wire.WireError as exc:
             self.counters[exc.reason] += 1
-            return False
-        self._now = now
-        core = self._cores.get(sid)
-        if core is None:
-            return self._open(data, kind, sid, path, now, addr)
-        ok = core.receive_datagram(data, path, now, addr)
-        if core._events or core._session is None:  # the usual case: one message to move, still live
-            self._settle(sid, core, now)
-        return ok
+        except Exception:  # a bug must not take every console's link down: count it, log it, keep going
+            self.counters["internal_error"] += 1
+            log.exception("unexpected error while routing a datagram on %s", path)
+        return False
 
     def _open(self, data: bytes, kind: int, sid: int, path: str, now: float, addr: Addr | None) -> bool:
         """A datagram of no live session: a new handshake through the gate, else counted."""
@@ -283,12 +289,8 @@ class LinkHub:
         if path not in self._path_names:
             self.counters["unknown_path"] += 1
             return False
-        try:
-            if kind != _HS_DATA or wire.parse_rel_data(memoryview(data)[wire.OUTER.size:])[0] != 0:
-                raise wire.WireError("session")
-        except wire.WireError as exc:
-            self.counters[exc.reason] += 1
-            return False
+        if kind != _HS_DATA or wire.parse_rel_data(memoryview(data)[wire.OUTER.size:])[0] != 0:
+            raise wire.WireError("session")  # counted by receive_datagram
         refusal = None if self._gate.source_allowed(addr) else "cidr"
         source = addr[0] if addr is not None else f"path:{path}"
         refusal = refusal or self._gate.admit(source, len(self._half_open), now)
