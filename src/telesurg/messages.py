@@ -8,6 +8,7 @@ authenticated by the link's AEAD; the robot still re-checks every value (see rob
 from __future__ import annotations
 
 import enum
+import json
 import math
 import struct
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class MessageType(enum.IntEnum):
     TELEMETRY = 2
     QUALIFY = 3  # pre-operative test traffic (qualify/): the robot answers it and never moves for it
     SERVO_BUNDLE = 4  # one servo period's commands for several arms in one datagram
+    ROOM = 5  # who is connected, each console's link health and master poses (ghosts), JSON
 
 
 class ArmId(enum.IntEnum):
@@ -81,7 +83,7 @@ class ServoCommand:
                 *self.orientation, self.jaw)
 
 
-# per-arm telemetry: arm, operating state, supervisor state, pad, last applied cmd_seq, pos[3], quat[4], jaw
+# per-arm telemetry: arm, operating state, supervisor state, owner slot, last applied cmd_seq, pos[3], quat[4], jaw
 _ARM = struct.Struct("!BBBBQ3d4dd")
 # type, version, n arms, pad, t_robot, holds total
 _TELEM_HEAD = struct.Struct("!BBBBdI")
@@ -96,6 +98,7 @@ class ArmTelemetry:
     position: tuple[float, float, float]
     orientation: tuple[float, float, float, float]
     jaw: float
+    owner: int = 0  # slot of the console that owns the arm (robot/roles.py): 0 nobody, 255 the local console
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,7 @@ class Telemetry:
 
     def encode(self) -> bytes:
         head = _TELEM_HEAD.pack(MessageType.TELEMETRY, WIRE_VERSION, len(self.arms), 0, self.t_robot, self.holds)
-        body = b"".join(_ARM.pack(a.arm, a.operating_state, a.supervisor_state, 0, a.last_applied_seq,
+        body = b"".join(_ARM.pack(a.arm, a.operating_state, a.supervisor_state, a.owner, a.last_applied_seq,
                                   *a.position, *a.orientation, a.jaw) for a in self.arms)
         return head + body
 
@@ -139,7 +142,20 @@ class ServoBundle:
         return fmt.pack(*fields)
 
 
-def decode(payload: bytes) -> ServoCommand | ServoBundle | Telemetry:
+@dataclass(frozen=True, slots=True)
+class RoomStatus:
+    """The operating room as the robot sees it, sent to every console a few times a second:
+    `{"t_robot", "arms": {arm: {"owner", "pending", "local"}}, "peers": {identity: {"role",
+    "connected", "rtt_ms": {path: ms}, "ghost": {arm: [x, y, z]}}}}` (positions in metres, robot
+    base frame: the last pose each console commanded, so a consultant can follow before taking over)."""
+
+    body: dict
+
+    def encode(self) -> bytes:
+        return bytes([MessageType.ROOM, WIRE_VERSION]) + json.dumps(self.body, separators=(",", ":")).encode()
+
+
+def decode(payload: bytes) -> ServoCommand | ServoBundle | Telemetry | RoomStatus:
     """Decode one application payload; raise DecodeError (never anything else) on malformed input."""
     if len(payload) < 2:
         raise DecodeError("truncated")
@@ -180,7 +196,15 @@ def decode(payload: bytes) -> ServoCommand | ServoBundle | Telemetry:
             raise DecodeError("length")
         arms = []
         for i in range(n):
-            a, op, sup, _, seq, x, y, z, qw, qx, qy, qz, jaw = _ARM.unpack_from(payload, _TELEM_HEAD.size + i * _ARM.size)
-            arms.append(ArmTelemetry(a, op, sup, seq, (x, y, z), (qw, qx, qy, qz), jaw))
+            a, op, sup, owner, seq, x, y, z, qw, qx, qy, qz, jaw = _ARM.unpack_from(payload, _TELEM_HEAD.size + i * _ARM.size)
+            arms.append(ArmTelemetry(a, op, sup, seq, (x, y, z), (qw, qx, qy, qz), jaw, owner))
         return Telemetry(t_robot, holds, tuple(arms))
+    if kind == MessageType.ROOM:
+        try:
+            body = json.loads(payload[2:])
+        except ValueError:
+            raise DecodeError("room_json") from None
+        if not isinstance(body, dict):
+            raise DecodeError("room_json")
+        return RoomStatus(body)
     raise DecodeError("type")

@@ -11,10 +11,11 @@ import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from telesurg.console.config import ConsoleConfig
 from telesurg.link.config import LinkConfig
+from telesurg.robot.roles import INSTRUMENT_ARMS, ConsoleEntry, validate_entries
 from telesurg.robot.safety_config import SupervisorConfig
 
 
@@ -49,7 +50,19 @@ class RobotSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     servo_hz: float = Field(1000.0, ge=100, le=5000)
     telemetry_hz: float = Field(100.0, ge=1, le=1000)
-    controller: str | None = Field(None, description="certificate name of the console given the arms at start")
+    controller: str | None = Field(None, description="certificate name of the console given the arms at start "
+                                                      "(when no [[robot.consoles]] roster is given)")
+    consoles: list[ConsoleEntry] = Field(default_factory=list, description="roles of the consoles (robot/roles.py)")
+
+    @model_validator(mode="after")
+    def _roster(self) -> RobotSection:
+        problems = validate_entries(self.consoles, INSTRUMENT_ARMS)
+        if problems:
+            raise ValueError("; ".join(p.removeprefix("robot.") for p in problems))
+        if self.consoles and self.controller is not None:
+            raise ValueError("controller: with a [[robot.consoles]] roster, give the arms with a lead's `arms` "
+                             "and remove `controller`")
+        return self
 
 
 class RobotSiteConfig(BaseModel):

@@ -29,17 +29,27 @@ from telesurg.apps.common import (
     wait_stop,
     write_report,
 )
+from telesurg.apps.console_room import ConsoleRoom, parse_hand_over
 from telesurg.console.alarms import AlarmChange, AlarmEvaluator, RobotAlarmInput
+from telesurg.console.consult import ConsultantInput
 from telesurg.console.core import ConsoleCore
 from telesurg.console.inputs import MasterInput, ScriptedSurgeonInput, ScriptedTaskInput
 from telesurg.console.status import LiveStatus, render_text, snapshot_from
 from telesurg.link.driver import LinkEndpoint, install_uvloop
-from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, PathStateChanged
+from telesurg.link.events import (
+    Event,
+    HandshakeComplete,
+    MessageClass,
+    MessageReceived,
+    PathStateChanged,
+    SessionEventReceived,
+)
 from telesurg.messages import (
     FLAG_ENGAGED,
     FLAG_REENGAGE,
     ArmId,
     DecodeError,
+    RoomStatus,
     ServoBundle,
     ServoCommand,
     Telemetry,
@@ -64,6 +74,13 @@ DISENGAGE_S = 0.5  # at the end, send disengaged commands this long so the robot
 TICKER_SWITCH_INTERVAL_S = 0.0001
 
 
+def parse_arm(name: str) -> ArmId:
+    try:
+        return ArmId[name.upper()]
+    except KeyError:
+        raise ValueError(f"--request-arm: unknown arm {name!r}; use one of {[a.name for a in ArmId]}") from None
+
+
 def make_input(script: str | None, config: ConsoleSiteConfig, rings: int) -> tuple[MasterInput, float | None]:
     """The master input and, for scripts, how long they last."""
     if script is None or script == "peg-transfer":
@@ -73,6 +90,8 @@ def make_input(script: str | None, config: ConsoleSiteConfig, rings: int) -> tup
         plan = peg_transfer_plan(default_board(), rings=rings)
         driven = plan.only([arm.name for arm in config.console.arms])
         return ScriptedTaskInput(driven, config.console.scale, config.console.registration_wxyz), plan.duration
+    if script == "consult":
+        return ConsultantInput(list(config.console.arms), config.console.scale), None
     if script == "keyboard":
         from telesurg.console.human_input import PygameMaster
 
@@ -87,6 +106,8 @@ class ConsoleSite:
         self.core = ConsoleCore(config.console, master)
         self.endpoint = LinkEndpoint.from_config(config.link, is_client=True, on_message=self._on_message,
                                                  on_event=self._on_event)
+        self.room = ConsoleRoom(self.core, self.endpoint)
+        self.request_arms: list[ArmId] = []  # asked for as soon as the robot accepts this console
         self.alarms = AlarmEvaluator(config.console.alarms)
         self.alarm_log: list[AlarmChange] = []
         self.path_events: list[dict[str, Any]] = []
@@ -122,11 +143,17 @@ class ConsoleSite:
             return
         if isinstance(message, Telemetry):
             self._telemetry.append(message)
+        elif isinstance(message, RoomStatus):
+            self.room.on_status(message.body)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
             self.peer = event.peer_name
             log.info("robot %s authenticated", event.peer_name)
+            for arm in self.request_arms:
+                self.room.request(arm)
+        elif isinstance(event, SessionEventReceived):
+            self.room.on_event(event.payload)
         elif isinstance(event, PathStateChanged):
             at = event.at - (self.started_at or event.at)
             self.path_events.append({"at_s": round(at, 3), "path": event.path, "old": str(event.old.value),
@@ -147,28 +174,16 @@ class ConsoleSite:
         while self._telemetry:
             telemetry = self._telemetry.popleft()
             self.core.receive_telemetry(telemetry, now)
-            self._follow_robot_state(telemetry, now)
+            self.room.follow_robot_state(telemetry, now)
             self._note_following(telemetry)
         if not self.endpoint.established:
             return
+        self.room.before_tick(now)
         commands = self.core.tick(now)
         if self.finishing:  # the surgeon lets go: the robot goes FOLLOWING -> READY, not to a watchdog hold
             commands = [replace(c, flags=c.flags & ~(FLAG_ENGAGED | FLAG_REENGAGE)) for c in commands]
         if commands:
             self._send(commands)  # sealed and sent on this thread: no hop through the event loop
-
-    def _follow_robot_state(self, telemetry: Telemetry, now: float) -> None:
-        """A scripted surgeon stops while the robot holds and goes on once it follows again."""
-        master = self.core.master
-        if not isinstance(master, ScriptedTaskInput):
-            return
-        holding = [a for a in telemetry.arms if a.supervisor_state in (SupervisorState.HOLD, SupervisorState.LATCHED)]
-        if holding and not master.held:
-            arm = holding[0]
-            sent = self.core.t_sent_of(ArmId(arm.arm), arm.last_applied_seq)
-            master.hold(sent if sent is not None else now)
-        elif master.held and all(a.supervisor_state == SupervisorState.FOLLOWING for a in telemetry.arms):
-            master.release(now)
 
     def _note_following(self, telemetry: Telemetry) -> None:
         if self.following_at is None and telemetry.arms and all(
@@ -194,6 +209,7 @@ class ConsoleSite:
         previous_switch = sys.getswitchinterval()
         sys.setswitchinterval(TICKER_SWITCH_INTERVAL_S)
         self.started_at = time.monotonic()
+        self.room.bind(self._loop, self.started_at)
         settle_garbage_collector()  # no full collection of the start-up heap stalls the ticker later
         self._ticker.start()
         status = LiveStatus(refresh_per_second=2.0) if live else None  # ~13 ms of rendering each
@@ -222,7 +238,8 @@ class ConsoleSite:
             await self.endpoint.close()
         if not live:
             print(render_text(snapshot_from(self.core, time.monotonic(), self.endpoint.core.path_stats(),
-                                            self.alarms.active(), self.endpoint.core.clock_offset())))
+                                            self.alarms.active(), self.endpoint.core.clock_offset(),
+                                            self.room.status, self.room.me)))
         return self.report(established=True)
 
     def _start_video(self) -> None:
@@ -255,7 +272,8 @@ class ConsoleSite:
             self.alarm_log.append({"at_s": round(now - (self.started_at or now), 3), "key": change.key,
                                    "severity": change.severity.name, "message": change.message})
         if status is not None:
-            status.update(snapshot_from(core, now, stats, self.alarms.active(), offset))
+            status.update(snapshot_from(core, now, stats, self.alarms.active(), offset, self.room.status,
+                                        self.room.me))
 
     def report(self, *, established: bool) -> dict[str, Any]:
         counters = self.core.counters
@@ -278,6 +296,7 @@ class ConsoleSite:
             "link": {"counters": dict(self.endpoint.core.counters), "peer": self.peer,
                      "clock_offset_s": self.endpoint.core.clock_offset()},
             "ticker": {**self._ticker.stats.summary(), "realtime": self._ticker.realtime},
+            **self.room.report(),
             "link_realtime": self.link_realtime,
         }
         if self.video is not None:
@@ -291,7 +310,13 @@ class ConsoleSite:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="console.toml (see `telesurg init`)")
     parser.add_argument("--script", default="peg-transfer",
-                        help="'peg-transfer' (built-in scripted surgeon), 'keyboard', or a trajectory file")
+                        help="'peg-transfer' (built-in scripted surgeon), 'consult' (takes an arm when handed "
+                             "over, draws a small loop, hands it back), 'keyboard', or a trajectory file")
+    parser.add_argument("--request-arm", action="append", default=[], metavar="ARM",
+                        help="ask the robot for control of ARM (e.g. PSM1) once connected; repeatable")
+    parser.add_argument("--hand-over", metavar="ARM@S",
+                        help="scripted surgeon: at task time S release ARM (the first waiting console gets "
+                             "it) and ask for it back; the script goes on once the arm is ours again")
     parser.add_argument("--rings", type=int, default=6, help="rings the scripted peg transfer moves")
     parser.add_argument("--report", type=Path, help="write a JSON report here on exit")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: end of script)")
@@ -313,6 +338,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, ConsoleSiteConfig)
         master, script_s = make_input(args.script, config, args.rings)
         config.video = config.video.overridden(fps=args.video_fps)
+        request_arms = [parse_arm(name) for name in args.request_arm]
+        hand_over = parse_hand_over(args.hand_over) if args.hand_over else None
     except (ConfigError, ValueError, OSError) as exc:
         print(f"telesurg console: {exc}")
         return 2
@@ -329,6 +356,8 @@ def run(args: argparse.Namespace) -> int:
         install_stop_signals(stop)
         site = ConsoleSite(config, master, video=False if args.no_video else None)
         site.following_file = args.following_file
+        site.request_arms = request_arms
+        site.room.hand_over = hand_over
         site.stop_when_done = args.duration is None
         return await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty(),
                               connect_timeout=args.connect_timeout)

@@ -27,23 +27,37 @@ from telesurg.apps.common import (
     wait_stop,
     write_report,
 )
+from telesurg.apps.robot_room import RobotRoom, handover_message
 from telesurg.link.driver import LinkEndpoint, install_uvloop
-from telesurg.link.events import Event, HandshakeComplete, MessageClass, MessageReceived, SessionEventReceived
+from telesurg.link.events import (
+    Event,
+    HandshakeComplete,
+    MessageClass,
+    MessageReceived,
+    SessionClosed,
+    SessionEventReceived,
+)
 from telesurg.messages import DecodeError, MessageType, ServoBundle, ServoCommand, Telemetry, decode
 from telesurg.realtime import ROBOT_LINK_PRIORITY, pin_to_option, request_realtime, settle_garbage_collector
-from telesurg.robot.local_console import LocalConsole
+from telesurg.robot.ownership import OwnershipDesk
+from telesurg.robot.roles import INSTRUMENT_ARMS, Roster
 from telesurg.robot.servo import ServoConfig, ServoLoop
 from telesurg.robot.sim import SimDriver
 from telesurg.robot.supervisor import Decision, SafetySupervisor
 from telesurg.site_config import ConfigError, RobotSiteConfig, load_config
 
 log = logging.getLogger("telesurg.robot")
-INSTRUMENT_ARMS = ("PSM1", "PSM2")
 RECEIVED_KEPT = 10_000
+ROOM_TICK_S = 0.05  # ownership desk tick and room status to the consoles (20 Hz)
+_QUALIFY = bytes([MessageType.QUALIFY])
 
 
 class RobotSite:
-    """One patient-side cart on the network: link endpoint + supervisor + servo loop + simulation."""
+    """One patient-side cart on the network: link endpoint + supervisor + servo loop + simulation.
+
+    The link hosts one session per console (`LinkHub`); who controls which arm is the supervisor's
+    state, changed only by the ownership desk (robot/ownership.py, bridged by apps/robot_room.py)
+    and the local console."""
 
     def __init__(self, config: RobotSiteConfig, *, seed: int = 0, video: bool | None = None) -> None:
         self.config = config
@@ -53,8 +67,12 @@ class RobotSite:
         self.servo = ServoLoop(self.supervisor, self.sim,
                                ServoConfig(rate_hz=config.robot.servo_hz, telemetry_hz=config.robot.telemetry_hz),
                                on_telemetry=self._on_telemetry, on_decision=self._on_decision)
-        self.endpoint = LinkEndpoint.from_config(config.link, is_client=False, on_message=self._on_message,
-                                                 on_event=self._on_event, stamp_arrivals=True)
+        self.endpoint = LinkEndpoint.from_config(config.link, is_client=False, multi_session=True,
+                                                 on_message=self._on_message, on_event=self._on_event,
+                                                 stamp_arrivals=True)
+        roster = (Roster(config.robot.consoles, INSTRUMENT_ARMS) if config.robot.consoles
+                  else Roster.single_lead(config.robot.controller, INSTRUMENT_ARMS))
+        self.room = RobotRoom(OwnershipDesk(self.supervisor, roster), self.servo, self.endpoint)
         self.want_video = config.video.enabled if video is None else video
         self.video: Any = None
         self.paths = PathRecorder()
@@ -62,19 +80,25 @@ class RobotSite:
         self.malformed = Counter[str]()
         self.latency_ms = DelayHistogram()
         self.apply_overhead_ms = DelayHistogram()
-        self._received_at: dict[tuple[int, int], float] = {}
-        self.peer: str | None = None
+        self._received_at: dict[tuple[str, int, int], float] = {}
         self.started_at: float | None = None
         self.rings_moved = 0
         self.rings_time_s = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.link_realtime = False
 
+    @property
+    def peer(self) -> str | None:
+        """The most recently joined console, connected or not (single-console callers and reports)."""
+        views = [*self.room.ended, *self.room.by_sid.values()]
+        return max(views, key=lambda v: v.started_at).identity if views else None
+
     # -- link thread -----------------------------------------------------------------------------
     def _on_message(self, event: MessageReceived) -> None:
-        if self.peer is None:
+        view = self.room.by_sid.get(event.sid)
+        if view is None:
             return
-        if event.payload[:1] == bytes([MessageType.QUALIFY]):
+        if event.payload[:1] == _QUALIFY:
             self._on_qualify(event)
             return
         if event.msg_class is not MessageClass.CONTROL:
@@ -91,38 +115,34 @@ class RobotSite:
         else:
             self.malformed["unexpected_type"] += 1
             return
-        offset = self.endpoint.core.clock_offset()
+        offset = view.link.clock_offset()
         received_at = self.endpoint.arrived_at  # when the kernel had it: socket queueing and decryption count
         if len(self._received_at) > RECEIVED_KEPT:  # commands never judged (session ended): forget them
             self._received_at.clear()
+        key = view.key
+        view.delivered += len(commands)
+        self.room.note_commands(view, commands)
         for command in commands:
             self.delivered += 1
-            self._received_at[(command.arm, command.cmd_seq)] = received_at
-            self.servo.submit(command, self.peer, event.seq, offset)
+            self._received_at[(key, command.arm, command.cmd_seq)] = received_at
+            self.servo.submit(command, key, event.seq, offset)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, HandshakeComplete):
             log.info("console %s authenticated (%s…)", event.peer_name, event.peer_fingerprint[:16])
-            self._grant(event.peer_name)
+            self.room.on_handshake(event, time.monotonic())
+        elif isinstance(event, SessionClosed):
+            self.room.on_closed(event, time.monotonic())
         elif isinstance(event, SessionEventReceived):
-            self._on_session_event(event.payload)
+            self._on_session_event(event)
 
-    def _grant(self, peer: str) -> None:
-        wanted = self.config.robot.controller
-        if wanted is not None and peer != wanted:
-            log.warning("authenticated peer %s is not the configured controller %s: no arms", peer, wanted)
-            return
-        self.peer = peer
-
-        def assign(console: LocalConsole, now: float) -> None:
-            console.supervisor.reset_session(peer)
-            for arm in INSTRUMENT_ARMS:
-                console.supervisor.assign(arm, peer, now, cause="session_start")
-
-        self.servo.operator(assign)
-
-    def _on_session_event(self, payload: bytes) -> None:
+    def _on_session_event(self, event: SessionEventReceived) -> None:
+        payload = event.payload
         if self.video is not None and self.video.handle_event(payload):
+            return
+        handover = handover_message(payload)
+        if handover is not None:
+            self.room.on_handover_message(event.sid, handover)
             return
         try:
             message = json.loads(payload)
@@ -133,29 +153,35 @@ class RobotSite:
             self.malformed["event"] += 1
             return
         if message.get("type") == "qualify":
-            asyncio.get_running_loop().create_task(self._qualify_check(message))
+            asyncio.get_running_loop().create_task(self._qualify_check(message, event.sid))
 
     def _on_qualify(self, event: MessageReceived) -> None:
         """Echo qualification probes (timestamped) on the class they came on; nothing moves."""
         from telesurg.qualify.responder import echo_probe
 
         reply = echo_probe(event.payload, time.monotonic())
-        if reply is not None and self.endpoint.established:
-            self.endpoint.send(event.msg_class, reply)
+        if reply is not None and event.sid in self.room.by_sid:
+            self.endpoint.send_to(event.sid, event.msg_class, reply)
 
-    async def _qualify_check(self, message: dict[str, Any]) -> None:
+    async def _qualify_check(self, message: dict[str, Any], sid: int) -> None:
         """A robot check asked by `telesurg qualify` (homing, sweep, watchdog, e-stop, video)."""
         from telesurg.qualify.responder import run_robot_check
 
         result = await run_robot_check(self, message)
-        if self.endpoint.established:
-            self.endpoint.send_event(json.dumps(result).encode())
+        if sid in self.room.by_sid:
+            self.endpoint.send_event_to(sid, json.dumps(result).encode())
 
     # -- servo thread ----------------------------------------------------------------------------
-    def _on_decision(self, cmd: ServoCommand, decision: Decision, now: float, offset: float | None) -> None:
-        received_at = self._received_at.pop((cmd.arm, cmd.cmd_seq), None)
+    def _on_decision(self, cmd: ServoCommand, decision: Decision, now: float, offset: float | None,
+                     sender: str) -> None:
+        received_at = self._received_at.pop((sender, cmd.arm, cmd.cmd_seq), None)
         if decision.accepted and offset is not None:
-            self.latency_ms.add(1000.0 * (now - (cmd.t_sent - offset)))
+            latency = 1000.0 * (now - (cmd.t_sent - offset))
+            self.latency_ms.add(latency)
+            view = self.room.by_key.get(sender)
+            if view is not None:
+                view.applied += 1
+                view.latency_ms.add(latency)
             if received_at is not None:  # the robot's share: in its kernel -> judged and applied
                 self.apply_overhead_ms.add(1000.0 * (now - received_at))
 
@@ -173,6 +199,7 @@ class RobotSite:
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self, duration: float | None, stop: asyncio.Event) -> dict[str, Any]:
         self._loop = asyncio.get_running_loop()
+        self.room.bind(self._loop)
         self.link_realtime = request_realtime(ROBOT_LINK_PRIORITY)  # this thread runs the link's loop
         await self.endpoint.start()
         if self.want_video:  # before the servo thread, so its imports never stall a servo period
@@ -183,9 +210,16 @@ class RobotSite:
         self.started_at = time.monotonic()
         try:
             deadline = None if duration is None else self.started_at + duration
+            ticks = 0
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                await wait_stop(stop, 0.25)
+                await wait_stop(stop, ROOM_TICK_S)
+                self.room.tick()  # grants waiting on a silent owner; publishes ownership changes
+                self.room.publish_status(time.monotonic())
+                ticks += 1
+                if ticks % 5:
+                    continue
                 self.paths.sample(self.endpoint.core.path_stats())
+                self.room.sample_paths()
                 self._observe_task()
                 if self.servo.error is not None:
                     log.error("servo loop stopped: %r", self.servo.error)
@@ -223,6 +257,7 @@ class RobotSite:
         safety["final_states"] = states
         distinct = sorted(set(states.values()))
         safety["final_state"] = distinct[0] if len(distinct) == 1 else ",".join(f"{k}={v}" for k, v in states.items())
+        counters = self.endpoint.core.counters_total()
         commands = dict(sup["commands"])
         rejected = dict(commands["rejected"])
         for reason, n in self.malformed.items():
@@ -234,9 +269,10 @@ class RobotSite:
             "duration_s": round(time.monotonic() - (self.started_at or time.monotonic()), 3),
             "commands": commands,
             "safety": safety,
-            "security": {"rejected": security_rejections(self.endpoint.core.counters)},
-            "link": {"counters": dict(self.endpoint.core.counters), "peer": self.peer,
+            "security": {"rejected": security_rejections(counters)},
+            "link": {"counters": dict(counters), "peer": self.peer,
                      "clock_offset_s": self.endpoint.core.clock_offset()},
+            **self.room.report(t0),
             "paths": self.paths.report(),
             "task": {"rings_moved": self.rings_moved, "time_s": round(self.rings_time_s, 3)},
             "servo": self.servo.stats(),

@@ -105,6 +105,11 @@ class ConsoleCore:
         self._clock_offset: float | None = None
         self._command_delay: dict[ArmId, float] = {}
         self.counters = ConsoleCounters(sent=dict.fromkeys(config.arms, 0))
+        # This console's owner slot at the robot (several consoles, robot/ownership.py): commands go
+        # only for arms whose telemetry names it. None: the robot has not said, so every arm is ours
+        # to command (a robot serving one console); the supervisor judges ownership either way.
+        self.slot: int | None = None
+        self._owned: dict[ArmId, bool] = dict.fromkeys(config.arms, True)
 
     # -- inputs from the driver ----------------------------------------------------------------------
     def set_clock_offset(self, offset_s: float | None) -> None:
@@ -137,10 +142,16 @@ class ConsoleCore:
                 self.counters.telemetry_malformed += 1  # never anchor a command on a broken pose
                 continue
             name = supervisor_state_name(a.supervisor_state)
+            owned = self.slot is None or a.owner == self.slot
             self._robot_raw[arm] = a
+            previous = self._robot.get(arm)
+            # another console's cmd_seq means nothing here: keep our own last applied one
+            applied = a.last_applied_seq if owned else (previous.last_applied_seq if previous else 0)
             self._robot[arm] = RobotArmView(a.position, a.orientation, a.jaw,
-                                            name in self.config.following_states, a.last_applied_seq)
-            if arm in self._t_sent and self._clock_offset is not None:
+                                            owned and name in self.config.following_states, applied)
+            if arm in self._owned:
+                self._owned[arm] = owned
+            if owned and arm in self._t_sent and self._clock_offset is not None:
                 slot = a.last_applied_seq % _SEQ_RING
                 if self._seq_at[arm][slot] == a.last_applied_seq:
                     delay = telemetry.t_robot - self._clock_offset - self._t_sent[arm][slot]
@@ -170,7 +181,11 @@ class ConsoleCore:
     def _produce(self, now: float) -> list[ServoCommand]:
         state = self.master.sample(now)
         commands: list[ServoCommand] = []
+        owned = self._owned
         for arm, teleop, tremor, arm_id in self._per_arm:
+            if not owned[arm]:  # another console (or the local one) has this arm: nothing to send
+                tremor.restart()
+                continue
             master = state.arms.get(arm)
             if master is not None:  # same as dataclasses.replace(position=...), at a fraction of the cost
                 if teleop.mode in _MASTER_NOT_MAPPED:
@@ -221,6 +236,15 @@ class ConsoleCore:
                 raw.last_applied_seq if raw else 0,
                 None if delay is None else 1000.0 * delay, teleop.reengage_requests))
         return out
+
+    def owns(self, arm: ArmId) -> bool:
+        """Whether the newest telemetry says this console controls `arm`."""
+        return self._owned.get(arm, False)
+
+    def last_applied_seq(self, arm: ArmId) -> int | None:
+        """The newest of *our* commands the robot applied to `arm` (None before any telemetry)."""
+        view = self._robot.get(arm)
+        return None if view is None else view.last_applied_seq
 
     def t_sent_of(self, arm: ArmId, seq: int) -> float | None:
         """Console time at which command `seq` of `arm` was sent (None once out of the ring)."""

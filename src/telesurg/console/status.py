@@ -50,6 +50,8 @@ class StatusSnapshot:
     alarms: list[AlarmChange] = field(default_factory=list)
     sent_total: int = 0
     periods_skipped: int = 0
+    room: dict | None = None  # the robot's RoomStatus body: owners, pending requests, peers, ghosts
+    me: str | None = None  # this console's identity at the robot
 
 
 def path_rows(path_stats: object, now: float) -> list[PathRow]:
@@ -63,12 +65,39 @@ def path_rows(path_stats: object, now: float) -> list[PathRow]:
 
 
 def snapshot_from(core: ConsoleCore, now: float, path_stats: object = (), alarms: list[AlarmChange] | None = None,
-                  clock_offset_s: float | None = None) -> StatusSnapshot:
+                  clock_offset_s: float | None = None, room: dict | None = None,
+                  me: str | None = None) -> StatusSnapshot:
     """Collect what the display needs from the console core and the link (`LinkCore.path_stats()`)."""
     return StatusSnapshot(now, path_rows(path_stats, now), core.one_way_delay_ms(),
                           None if clock_offset_s is None else clock_offset_s * 1000.0, core.arm_status(),
                           core.holds, list(alarms or []), sum(core.counters.sent.values()),
-                          core.counters.periods_skipped)
+                          core.counters.periods_skipped, room, me)
+
+
+def _room_tables(room: dict, me: str | None) -> list[RenderableType]:
+    """Who controls each arm and who waits for it; every console's role, link and ghost."""
+    owners = Table(title="Arm ownership", expand=False)
+    for col in ("arm", "owner", "waiting"):
+        owners.add_column(col)
+    for arm, info in sorted((room.get("arms") or {}).items()):
+        owner = "local console" if info.get("local") else (info.get("owner") or "nobody")
+        style = "bold green" if owner == me else ("bold red" if info.get("local") else "")
+        owners.add_row(arm, Text(owner + (" (you)" if owner == me else ""), style=style),
+                       ", ".join(info.get("pending") or []) or "–")
+    peers = Table(title="Consoles", expand=False)
+    for col in ("console", "role", "link", "RTT ms", "ghost (mm)"):
+        peers.add_column(col)
+    for name, info in sorted((room.get("peers") or {}).items()):
+        rtt = info.get("rtt_ms") or {}
+        states = info.get("path_state") or {}
+        ghost = info.get("ghost") or {}
+        peers.add_row(name + (" (you)" if name == me else ""), str(info.get("role", "?")),
+                      " ".join(f"{p}:{states[p]}" for p in sorted(states)) or
+                      ("connected" if info.get("connected") else "gone"),
+                      " ".join(f"{p}:{_num(rtt[p], '.0f')}" for p in sorted(rtt)) or "–",
+                      "  ".join(f"{a} " + ",".join(f"{1000 * v:.0f}" for v in pos) for a, pos in sorted(ghost.items()))
+                      or "–")
+    return [owners, peers]
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -98,7 +127,8 @@ def render_status(snap: StatusSnapshot) -> RenderableType:
                        for a in snap.alarms]
     else:
         alarm_lines = [Text("no alarms", style="green")]
-    return Group(links, delay, arms, Text("Alarms", style="bold"), *alarm_lines)
+    room = _room_tables(snap.room, snap.me) if snap.room else []
+    return Group(links, delay, arms, *room, Text("Alarms", style="bold"), *alarm_lines)
 
 
 def render_text(snap: StatusSnapshot, width: int = 120) -> str:

@@ -70,6 +70,7 @@ class OwnershipDesk:
         self.outbox: list[OwnershipNotice] = []
         self.changed = True  # the snapshot differs from the last one published
         self.slots: dict[str | None, int] = {None: NO_OWNER_SLOT, LOCAL_SENDER: LOCAL_SLOT}
+        self._published_owners: tuple[str | None, ...] = ()
 
     # -- sessions ----------------------------------------------------------------------------------
     def join(self, identity: str, sid: int, now: float) -> str:
@@ -148,6 +149,10 @@ class OwnershipDesk:
     def tick(self, now: float) -> None:
         """Grant pending requests whose arm's owner released it, is gone or fell silent; move arms
         handed back (by the local console) to a session that was replaced meanwhile."""
+        owners = tuple(self.supervisor.owner(arm) for arm in self._claims)
+        if owners != self._published_owners:  # e.g. the local console took an arm over
+            self._published_owners = owners
+            self.changed = True
         for arm in self._claims:
             owner = self.supervisor.owner(arm)
             party = self.parties.get(identity_of(owner) or "")

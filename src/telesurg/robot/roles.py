@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+INSTRUMENT_ARMS = ("PSM1", "PSM2")
 LOCAL_SLOT = 255  # the patient-side console, in telemetry's owner byte
 NO_OWNER_SLOT = 0
 

@@ -184,7 +184,8 @@ class ServoLoop:
     def __init__(self, supervisor: SafetySupervisor, driver: Driver, config: ServoConfig | None = None,
                  on_telemetry: Callable[[Telemetry], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_decision: Callable[[ServoCommand, Decision, float, float | None], None] | None = None) -> None:
+                 on_decision: Callable[[ServoCommand, Decision, float, float | None, str], None] | None = None
+                 ) -> None:
         self.supervisor = supervisor
         self.driver = driver
         self.config = config or ServoConfig()
@@ -192,6 +193,7 @@ class ServoLoop:
         self.on_decision = on_decision  # called on the servo thread for every judged command: keep it short
         self.clock = clock
         self.local_console = LocalConsole(supervisor)
+        self.owner_slots: dict[str | None, int] = {}  # sender -> telemetry owner slot (robot/ownership.py)
         self._arms = driver.arms()
         missing = set(supervisor.arm_names) - set(self._arms)
         if missing:
@@ -283,7 +285,7 @@ class ServoLoop:
         cmd, sender, link_seq, offset = item
         decision = self.supervisor.submit(cmd, sender, link_seq, offset, now)
         if self.on_decision is not None:
-            self.on_decision(cmd, decision, now, offset)
+            self.on_decision(cmd, decision, now, offset, sender)
         return decision.accepted
 
     def _judge_queued(self, now: float) -> bool:
@@ -326,10 +328,12 @@ class ServoLoop:
     def _telemetry(self, now: float, measured: dict, jaw: dict, operating: dict) -> Telemetry:
         sup = self.supervisor
         arms = []
+        slots = self.owner_slots
         for i, name in enumerate(sup.arm_names):
             pose = measured[name]
             arm_id = ArmId[name].value if name in ArmId.__members__ else i
             arms.append(ArmTelemetry(arm_id, int(operating[name].state), int(sup.state(name)),
                                      sup.last_applied_seq(name), tuple(float(v) for v in pose.position),
-                                     tuple(float(v) for v in pose.orientation), float(jaw[name])))
+                                     tuple(float(v) for v in pose.orientation), float(jaw[name]),
+                                     slots.get(sup.owner(name), 0)))
         return Telemetry(now, len(sup.holds), tuple(arms))
