@@ -72,6 +72,17 @@ def test_lead_gets_its_arms_consultant_and_observer_none() -> None:
     assert snap["arms"]["PSM1"]["owner"] == "lead" and snap["peers"]["watcher"]["role"] == "observer"
 
 
+def test_a_leads_arms_wait_for_it_even_if_a_consultant_asks_first() -> None:
+    room = Room()
+    cons = room.desk.join("consultant", 2, 0.0)
+    room.desk.handle(cons, {"type": "arm_request", "arm": "PSM1"}, room.now)
+    room.tick(1500)
+    assert room.sup.owner("PSM1") is None
+    lead = room.desk.join("lead", 1, room.now)
+    assert [room.sup.owner(a) for a in ARMS] == [lead, lead]
+    assert room.desk.snapshot()["arms"]["PSM1"]["pending"] == ["consultant"]
+
+
 def test_request_granted_by_owner_holds_and_needs_aligned_reengage() -> None:
     room = Room()
     lead, cons = room.desk.join("lead", 1, 0.0), room.desk.join("consultant", 2, 0.0)

@@ -37,10 +37,11 @@ DRAIN_TIMEOUT_S = 2.0  # longest wait for commands still crossing the emulated W
 
 
 def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], console: dict[str, Any],
-                  relays: dict[str, Any]) -> dict[str, Any]:
-    """One demo report in the published shape (../shared/contract/check_report.py)."""
+                  relays: dict[str, Any], others: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One demo report in the published shape (../shared/contract/check_report.py). `console` is the
+    lead's report; `others` the other consoles' (their commands count in sent, delivered and lost)."""
     rc = robot.get("commands", {})
-    sent = int(console.get("commands", {}).get("sent", 0))
+    sent = sum(int(c.get("commands", {}).get("sent", 0)) for c in [console, *(others or [])])
     delivered = int(rc.get("delivered", 0))
     paths = {}
     for name, view in console.get("paths", {}).items():
@@ -75,6 +76,8 @@ def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], consol
         "console": {"one_way_ms": console.get("one_way_ms"), "ticker": console.get("ticker"),
                     "established": console.get("established"), "holds_seen": console.get("holds_seen", 0)},
         "robot": {"servo": robot.get("servo"), "link": robot.get("link")},
+        "handovers": robot.get("handovers", []),
+        "sessions": robot.get("sessions", {}),
     }
     if "video" in console:
         report["video"] = console["video"]
@@ -84,8 +87,9 @@ def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], consol
 async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     profile = load_profile(args.profile)
     scenario = load_scenario(args.scenario) if args.scenario else None
+    consultants = [load_profile(args.consultant_profile)] * (args.consoles - 1)
     try:
-        link = await start_emulated_link(profile, workdir, seed=args.seed)
+        link = await start_emulated_link(profile, workdir, seed=args.seed, more_consoles=consultants)
     except ValueError as exc:
         raise SystemExit(f"telesurg demo: {exc}") from None
     relays, robot_toml, console_toml = link.relays, link.robot_toml, link.console_toml
@@ -113,11 +117,14 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                      "--log-file", str(workdir / "console.log"), *video]
     if args.duration is not None:
         console_extra += ["--duration", str(args.duration)]
+    if args.consoles > 1:  # the lead hands PSM1 to the consultant mid-task, and gets it back
+        console_extra += ["--hand-over", f"PSM1@{_hand_over_time(args.rings):.2f}"]
     if not args.live:
         console_extra.append("--no-live")
     started, cpu_at_start = time.monotonic(), cpu_times()
     console_extra += _cpus_flag(console_cpus)
     console = subprocess.Popen(site_command("console", console_toml, console_report, console_extra), env=env)
+    others = _start_consultants(link.console_tomls[1:], workdir, env)
     # the emulator (this process) is not pinned: on the console's CPU its packets waited up to 30-40 ms
     # behind the console; unpinned, its real-time threads take whichever CPU has room
     report_extra = {"cpu_split": None if halves is None else {"console": sorted(console_cpus or ()),
@@ -136,6 +143,13 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 console.send_signal(signal.SIGINT)
                 break
         await asyncio.to_thread(console.wait)
+        for other, _ in others:  # the consultants stop with the lead
+            other.send_signal(signal.SIGINT)
+        for other, _ in others:
+            try:
+                await asyncio.to_thread(other.wait, ROBOT_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                other.kill()
         await link.drain(DRAIN_TIMEOUT_S)  # the console's last commands reach the robot before it stops
     finally:
         for timer in timers:
@@ -146,9 +160,11 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await asyncio.to_thread(robot.wait, ROBOT_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             robot.kill()
-        if console.poll() is None:
-            console.kill()
-        relay_stats = await link.close()
+        for process in [console, *(o for o, _ in others)]:
+            if process.poll() is None:
+                process.kill()
+        relay_sets = await link.close_all()
+        relay_stats = relay_sets[0]
         robot_log.close()
         if pollers is not None:
             pollers.stop()
@@ -158,13 +174,49 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if not robot_data or not console_data:
         raise RuntimeError(f"a site wrote no report (robot exit {robot.returncode}, console exit "
                            f"{console.returncode}); see the output above")
-    report = merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats)
+    other_data = [json.loads(path.read_text()) if path.exists() else {} for _, path in others]
+    report = merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats, other_data)
+    if others:
+        report["consoles"] = {"console": _console_section(console_data, profile.name, relay_stats)}
+        for data, relays, p in zip(other_data, relay_sets[1:], consultants, strict=True):
+            report["consoles"][data.get("me") or f"console-{len(report['consoles']) + 1}"] = \
+                _console_section(data, p.name, relays)
     polled_s = 0.0 if pollers is None else pollers.cpu_seconds()
     report["machine"] = {"cpus": os.cpu_count(), **report_extra,
                          "idle_poll": None if pollers is None else {"method": pollers.method, "cpus": pollers.cpus,
                                                                     "cpu_s": round(polled_s, 1)},
                          "cpu": cpu_usage(cpu_at_start, cpu_times(), not_counted_s=polled_s)}
     return report
+
+
+def _hand_over_time(rings: int) -> float:
+    """The lead's task time for handing PSM1 over: mid-task, the tool high over the board."""
+    from telesurg.robot.peg_transfer import handover_moment, peg_transfer_plan
+    from telesurg.robot.scene import default_board
+
+    return handover_moment(peg_transfer_plan(default_board(), rings=rings))
+
+
+def _start_consultants(tomls: list[Path], workdir: Path, env: dict[str, str]) -> list[tuple[subprocess.Popen, Path]]:
+    """One scripted consultant per extra console: it waits for PSM1, draws a loop with it and hands it
+    back. Without video (the lead's console shows it), so two consoles fit beside the robot on 2 CPUs."""
+    started = []
+    for toml in tomls:
+        report = workdir / f"{toml.stem}.json"
+        report.unlink(missing_ok=True)
+        extra = ["--script", "consult", "--request-arm", "PSM1", "--no-video", "--no-live",
+                 "--log-file", str(workdir / f"{toml.stem}.log"), "--connect-timeout", "30"]
+        started.append((subprocess.Popen(site_command("console", toml, report, extra), env=env), report))
+    return started
+
+
+def _console_section(data: dict[str, Any], profile: str, relays: dict[str, Any]) -> dict[str, Any]:
+    """One console's own view in a several-console demo: its WAN, commands, ownership and handovers."""
+    return {"profile": profile, "established": data.get("established"), "commands": data.get("commands"),
+            "paths": {name: {**view, "relay": relays.get(name, {})} for name, view in data.get("paths", {}).items()},
+            "one_way_ms": data.get("one_way_ms"), "alarms": data.get("alarms", []),
+            "ownership": data.get("ownership"), "room": data.get("room"),
+            "handover_actions": data.get("handover_actions", []), "handover_refused": data.get("handover_refused", [])}
 
 
 def _cpus_flag(cpus: set[int] | None) -> list[str]:
@@ -190,6 +242,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         if late:
             lines.append("emulator lateness p99 (test harness, not telesurg): "
                          + ", ".join(f"path {name} {ms:.2f} ms" for name, ms in late.items()))
+    for h in report.get("handovers", []):
+        gap = "not taken up" if h.get("gap_ms") is None else (
+            f"gap {h['gap_ms']:.0f} ms (handover {h['handover_ms']:.1f} ms + alignment and re-engage "
+            f"{h['align_ms']:.0f} ms), tool moved {h['moved_mm']:.2f} mm")
+        lines.append(f"handover {h['arm']} {h['from']} -> {h['to']} at {h['at_s']:.1f} s ({h['reason']}): {gap}")
     lines.append(f"safety: {s['violations']} violations, {len(s['holds'])} holds, final state {s['final_state']}")
     lines.append(f"task: {t['rings_moved']} rings moved ({t['time_s']:.1f} s)")
     if "video" in report:
@@ -229,6 +286,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on 2 vCPUs it measured no better end to end (bench/command_overhead.py)")
     parser.add_argument("--idle-poll", action=argparse.BooleanOptionalAction, default=True,
                         help=IDLE_POLL_HELP + " (default: on)")
+    parser.add_argument("--consoles", type=int, choices=(1, 2, 3), default=1,
+                        help="consoles at the robot: the lead over --profile, consultants over "
+                             "--consultant-profile; with 2 or more the lead hands PSM1 to a consultant "
+                             "mid-task and gets it back")
+    parser.add_argument("--consultant-profile", default="paris-casablanca",
+                        help="the consultants' WAN profile (default: paris-casablanca)")
     parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                         help="live status display (default: when stdout is a terminal)")
@@ -240,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
     install_uvloop()
     try:  # fail fast, in one line, on a bad profile or scenario before any process starts
         load_profile(args.profile)
+        load_profile(args.consultant_profile)
         if args.scenario:
             load_scenario(args.scenario)
     except (NetemConfigError, OSError, ValueError) as exc:
@@ -249,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="telesurg-demo-")))
         report = asyncio.run(_run(args, workdir))
         if args.verbose:
-            for name in ("robot.log", "console.log"):
+            for name in ("robot.log", "console.log", *(f"console-{i}.log" for i in range(2, args.consoles + 1))):
                 log_path = workdir / name
                 if log_path.exists():
                     print(f"--- {name} (last 20 lines)")

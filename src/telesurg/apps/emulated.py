@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from telesurg.apps.init import PATH_NAMES, write_site_pair
+from telesurg.apps.init import PATH_NAMES, write_sites
 from telesurg.netem.profiles import Profile
 from telesurg.netem.relay import PathRelay, run_profile_relays
 from telesurg.netem.scenario import Scenario
@@ -44,35 +44,53 @@ def site_command(kind: str, config: Path, report: Path, extra: list[str]) -> lis
 
 @dataclass
 class EmulatedLink:
-    robot_toml: Path
-    console_toml: Path
-    relays: dict[str, PathRelay]
-    task: asyncio.Task[Any]
+    """The robot's site file and, per console, its site file and its own WAN's relays (the first
+    console is the lead: `console_toml` and `relays` are its)."""
 
-    def stats(self) -> dict[str, Any]:
-        return {name: relay.stats for name, relay in self.relays.items()}
+    robot_toml: Path
+    console_tomls: list[Path]
+    relay_sets: list[dict[str, PathRelay]]
+    tasks: list[asyncio.Task[Any]]
+
+    @property
+    def console_toml(self) -> Path:
+        return self.console_tomls[0]
+
+    @property
+    def relays(self) -> dict[str, PathRelay]:
+        return self.relay_sets[0]
+
+    def stats(self, console: int = 0) -> dict[str, Any]:
+        return {name: relay.stats for name, relay in self.relay_sets[console].items()}
 
     async def drain(self, timeout: float) -> None:
         """Wait until the relays hold no console->robot packet (commands still crossing the emulated
         WAN when the console stops), at most `timeout` seconds."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while any(relay.path.forward.stats.in_flight for relay in self.relays.values()):
+        while any(relay.path.forward.stats.in_flight for relays in self.relay_sets for relay in relays.values()):
             if asyncio.get_running_loop().time() >= deadline:
                 return
             await asyncio.sleep(0.01)
 
     async def close(self) -> dict[str, Any]:
-        """Stop the relays; return their final counters."""
-        stats = self.stats()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        """Stop the relays; return the lead's final counters (`close_all` for every console's)."""
+        return (await self.close_all())[0]
+
+    async def close_all(self) -> list[dict[str, Any]]:
+        stats = [self.stats(i) for i in range(len(self.relay_sets))]
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         return stats
 
 
 async def start_emulated_link(profile: Profile, workdir: Path, *, seed: int,
-                              scenario: Scenario | None = None) -> EmulatedLink:
-    """Write the site pair into `workdir` and start one relay per path (console → relay → robot).
+                              scenario: Scenario | None = None,
+                              more_consoles: list[Profile] | None = None) -> EmulatedLink:
+    """Write the site files into `workdir` and start one relay per path (console → relay → robot),
+    for the lead console over `profile` and for one more console per entry of `more_consoles`.
 
     The calling thread (the one running the relays' event loop) asks for real-time scheduling: the
     emulated WAN must not slow down because the two sites beside it keep the machine busy. The
@@ -81,20 +99,30 @@ async def start_emulated_link(profile: Profile, workdir: Path, *, seed: int,
     default 5 ms."""
     request_realtime(EMULATOR_PRIORITY)
     sys.setswitchinterval(RELAY_SWITCH_INTERVAL_S)
-    if list(profile.path_names) != list(PATH_NAMES):
-        raise ValueError(f"profile {profile.name} has paths {profile.path_names}; the local sites use {PATH_NAMES}")
-    ports = free_udp_ports(6)
-    robot_ports, relay_ports, console_ports = tuple(ports[0:2]), tuple(ports[2:4]), tuple(ports[4:6])
-    robot_toml, console_toml = write_site_pair(workdir, robot_ports=robot_ports, console_ports=console_ports,
-                                               console_remotes=relay_ports, overwrite=True)
-    mapping = {name: (("127.0.0.1", relay_ports[i]), ("127.0.0.1", robot_ports[i]))
-               for i, name in enumerate(PATH_NAMES)}
-    relays: dict[str, PathRelay] = {}
-    task = asyncio.create_task(run_profile_relays(profile, mapping, scenario=scenario, duration=None, seed=seed,
-                                                  on_started=relays.update))
-    while not relays and not task.done():
-        await asyncio.sleep(0.01)
-    if task.done():
-        task.result()  # raises the relay's start-up error
+    profiles = [profile, *(more_consoles or [])]
+    for p in profiles:
+        if list(p.path_names) != list(PATH_NAMES):
+            raise ValueError(f"profile {p.name} has paths {p.path_names}; the local sites use {PATH_NAMES}")
+    n = len(PATH_NAMES)
+    ports = free_udp_ports(n + 2 * n * len(profiles))
+    robot_ports = tuple(ports[0:n])
+    relay_ports = [tuple(ports[n + 2 * n * i:2 * n + 2 * n * i]) for i in range(len(profiles))]
+    console_ports = [tuple(ports[2 * n + 2 * n * i:3 * n + 2 * n * i]) for i in range(len(profiles))]
+    robot_toml, console_tomls = write_sites(workdir, robot_ports=robot_ports, console_ports=console_ports,
+                                            console_remotes=relay_ports, overwrite=True)
+    relay_sets: list[dict[str, PathRelay]] = []
+    tasks = []
+    for i, p in enumerate(profiles):  # each console's own WAN (relays) into the same robot ports
+        mapping = {name: (("127.0.0.1", relay_ports[i][k]), ("127.0.0.1", robot_ports[k]))
+                   for k, name in enumerate(PATH_NAMES)}
+        relays: dict[str, PathRelay] = {}
+        relay_sets.append(relays)
+        task = asyncio.create_task(run_profile_relays(p, mapping, scenario=scenario if i == 0 else None,
+                                                      duration=None, seed=seed + i, on_started=relays.update))
+        tasks.append(task)
+        while not relays and not task.done():
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()  # raises the relay's start-up error
     settle_garbage_collector()
-    return EmulatedLink(robot_toml, console_toml, relays, task)
+    return EmulatedLink(robot_toml, console_tomls, relay_sets, tasks)

@@ -55,6 +55,7 @@ class Party:
 class _ArmClaim:
     pending: list[str] = field(default_factory=list)  # identities, first come first served
     since: float = 0.0  # when the current owner got the arm
+    reserved_for: str | None = None  # the lead it is configured for, until that lead first connects
 
 
 class OwnershipDesk:
@@ -66,6 +67,10 @@ class OwnershipDesk:
         self.fault_s = supervisor.config.fault_s if fault_s is None else fault_s
         self.parties: dict[str, Party] = {}
         self._claims = {arm: _ArmClaim() for arm in supervisor.arm_names}
+        for entry in roster.entries():  # a lead's arms wait for it: no early consultant takes them
+            for arm in roster.lead_arms(entry.identity):
+                if arm in self._claims:
+                    self._claims[arm].reserved_for = entry.identity
         self.refused: Counter[str] = Counter()
         self.outbox: list[OwnershipNotice] = []
         self.changed = True  # the snapshot differs from the last one published
@@ -170,10 +175,17 @@ class OwnershipDesk:
                 continue
             if owner == LOCAL_SENDER:
                 return  # the local console has it: requests wait for its hand-back
-            heard = self.supervisor.last_heard(arm)
-            quiet_since = max(claim.since, heard if heard is not None else claim.since)
-            if owner is not None and now - quiet_since <= self.fault_s:
-                return
+            if owner is None and claim.reserved_for not in (None, party.identity):
+                return  # its lead has not connected yet (the local console can still give it away)
+            if owner is not None:
+                # silent: it spoke and stopped, or its session is gone. An owner that has not yet said
+                # anything since it got the arm (a lead still starting) is waited for.
+                heard = self.supervisor.last_heard(arm)
+                holder = self.parties.get(identity_of(owner) or "")
+                gone = holder is None or holder.key != owner
+                quiet = heard if heard is not None else (claim.since if gone else None)
+                if quiet is None or now - max(quiet, claim.since) <= self.fault_s:
+                    return
             claim.pending.pop(0)
             reason = "requested" if owner is None else "owner_silent"
             self._give(arm, party.key, now, reason)
@@ -183,6 +195,7 @@ class OwnershipDesk:
         if not self.supervisor.assign(arm, key, now, cause=reason):
             return False
         claim = self._claims[arm]
+        claim.reserved_for = None
         claim.since = now
         if key is not None and identity_of(key) in claim.pending:
             claim.pending.remove(identity_of(key) or "")

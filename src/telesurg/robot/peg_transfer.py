@@ -241,3 +241,16 @@ def _handover_one(giver: _Track, taker: _Track, ring_centre: np.ndarray, peg: np
     giver.add(ToolTarget(give_at + [0.0, -0.01, 0.01], GRASP_ORIENTATION, JAW_OPEN))  # back off
     _hold_until(taker, giver.times[-1])
     _place(taker, peg + take_radial, HANDOVER_ORIENTATION)
+
+
+def handover_moment(plan: PegTransferPlan, arm: str = "PSM1", between: tuple[float, float] = (0.35, 0.65),
+                    step_s: float = 0.05) -> float:
+    """A task time, within `between` (fractions of the task), for handing `arm` to another surgeon
+    and back: where the tool is highest over the board (carrying, clear of the pegs), nearest the
+    middle of that window among equally high moments (within 0.5 mm)."""
+    lo, hi = between[0] * plan.duration, between[1] * plan.duration
+    times = np.arange(lo, hi, step_s)
+    heights = np.array([plan.sample_floats(float(t))[arm][0][2] for t in times])
+    high = times[heights >= heights.max() - 0.0005]
+    middle = (lo + hi) / 2.0
+    return float(high[np.argmin(np.abs(high - middle))])
