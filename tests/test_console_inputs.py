@@ -242,3 +242,14 @@ def test_peg_transfer_float_sampling_is_the_array_sampling_bit_for_bit():
     slow = ScriptedTaskInput(ArraysOnly(), 0.25, start_time=0.0, lead_in_s=0.5)
     for t in times:
         assert fast.sample(t + 0.5) == slow.sample(t + 0.5)
+
+
+def test_manual_master_handover_keys_ask_for_and_release_the_selected_arm() -> None:
+    from telesurg.console.human_input import ManualMaster
+
+    master = ManualMaster()
+    master.key_down("q")
+    master.key_down("tab")
+    master.key_down("e")
+    assert master.take_handover_actions() == [("arm_request", ArmId.PSM1), ("arm_release", ArmId.PSM2)]
+    assert master.take_handover_actions() == []

@@ -138,3 +138,39 @@ duration = 0.3
     # and the task goes on where it stopped: the ring is still moved (with a cut 2-4 s into following
     # the re-anchored tool used to miss it by millimetres, see ConsoleCore._produce)
     assert report["task"]["rings_moved"] == 1
+
+
+# `telesurg demo --consoles 2`: the lead over shanghai-casablanca, a scripted consultant over paris-casablanca;
+# the lead hands PSM1 over mid-task and asks for it back, the consultant aligns, re-engages, draws a loop
+# and releases it, and the lead re-aligns and finishes the ring.
+def test_two_consoles_hand_psm1_over_and_back_and_the_ring_is_moved(tmp_path, contract_checker):
+    report, proc = run_demo(tmp_path, "--consoles", "2")
+    check_contract(contract_checker, tmp_path / "report.json")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert report["safety"]["violations"] == 0
+    assert report["task"]["rings_moved"] == 1
+    handovers = report["handovers"]
+    assert [(h["arm"], h["from"], h["to"]) for h in handovers] == [("PSM1", "console", "console-2"),
+                                                                  ("PSM1", "console-2", "console")]
+    for h in handovers:
+        assert h["gap_ms"] is not None, h  # each new owner re-engaged and was applied
+        assert h["handover_ms"] < 50.0, h  # the arm held at once: the rest is alignment and re-engage
+        assert h["moved_mm"] < 0.5, h  # the tool stayed put between the grant and the new owner's first command
+    # each handover is a hold resumed by an aligned re-engage, never by itself
+    released = [hold for hold in report["safety"]["holds"] if hold["cause"] == "released"]
+    assert len(released) == 2 and all(hold["resumed_by"] == "reengage" for hold in released)
+    c = report["commands"]
+    assert c["duplicates_applied"] == 0 and c["out_of_order_applied"] == 0 and c["lost"] <= 1
+    # both consoles' sessions, each with its own paths and figures
+    sessions = report["sessions"]
+    assert sessions["console"]["role"] == "lead" and sessions["console-2"]["role"] == "consultant"
+    assert sessions["console-2"]["commands"]["applied"] > 1000  # the consultant's loop, about 3 s at 1 kHz
+    assert 30.0 <= sessions["console-2"]["paths"]["a"]["rtt_ms"]["p50"] <= 70.0  # paris: 40 ms emulated
+    assert 100.0 <= sessions["console"]["paths"]["a"]["rtt_ms"]["p50"] <= 130.0  # shanghai: 105 ms
+    # every console saw who controls what, and the other console's link health
+    consultant = report["consoles"]["console-2"]
+    assert consultant["ownership"]["arms"]["PSM1"]["owner"] == "console"
+    assert consultant["room"]["peers"]["console"]["role"] == "lead"
+    assert set(consultant["peers_seen"]["console"]["rtt_ms"]) == {"a", "b"}  # the lead's link, seen live
+    assert "PSM1" in consultant["peers_seen"]["console"]["ghost"]  # and where the lead commanded PSM1
+    assert [a["type"] for a in consultant["handover_actions"]] == ["arm_request", "arm_release"]

@@ -49,6 +49,7 @@ class ConsoleRoom:
         self.me: str | None = None
         self.ownership: dict[str, Any] | None = None
         self.status: dict[str, Any] | None = None
+        self.peers_seen: dict[str, dict[str, Any]] = {}
         self.refused: list[dict[str, Any]] = []
         self.actions: list[dict[str, Any]] = []
         self.hand_over: tuple[ArmId, float] | None = None
@@ -85,6 +86,10 @@ class ConsoleRoom:
 
     def on_status(self, body: dict[str, Any]) -> None:
         self.status = body
+        peers = body.get("peers")
+        for identity, info in peers.items() if isinstance(peers, dict) else ():
+            if isinstance(info, dict) and "rtt_ms" in info:  # connected: keep its last health for the report
+                self.peers_seen[str(identity)] = info
 
     def request(self, arm: ArmId) -> None:
         self._send({"type": "arm_request", "arm": arm.name})
@@ -110,8 +115,13 @@ class ConsoleRoom:
 
     # -- ticker thread ----------------------------------------------------------------------------
     def before_tick(self, now: float) -> None:
-        """A lead's planned handover: stop the script exactly at its task time, then let go."""
+        """Handover keys of a person's master; a lead's planned handover: stop the script exactly at
+        its task time, then let go."""
         master = self.core.master
+        take = getattr(master, "take_handover_actions", None)
+        if take is not None:
+            for kind, which in take():
+                self._from_ticker({"type": kind, "arm": which.name})
         if self.hand_over is None or not isinstance(master, ScriptedTaskInput) or master.held:
             return
         arm, at = self.hand_over
@@ -165,4 +175,4 @@ class ConsoleRoom:
         own = self.ownership or {}
         return {"me": self.me, "slot": self.core.slot,
                 "ownership": {k: v for k, v in own.items() if k not in ("type", "you")},
-                "room": self.status, "handover_actions": self.actions, "handover_refused": self.refused}
+                "room": self.status, "peers_seen": self.peers_seen, "handover_actions": self.actions, "handover_refused": self.refused}

@@ -216,6 +216,7 @@ def _console_section(data: dict[str, Any], profile: str, relays: dict[str, Any])
             "paths": {name: {**view, "relay": relays.get(name, {})} for name, view in data.get("paths", {}).items()},
             "one_way_ms": data.get("one_way_ms"), "alarms": data.get("alarms", []),
             "ownership": data.get("ownership"), "room": data.get("room"),
+            "peers_seen": data.get("peers_seen"),
             "handover_actions": data.get("handover_actions", []), "handover_refused": data.get("handover_refused", [])}
 
 

@@ -7,6 +7,7 @@ virtual wrist to the tool orientation (a perfect motorised master), so alignment
 Keys (the selected arm moves; Tab selects the next arm):
     W/S  +y/−y     A/D  −x/+x     R/F  +z/−z      ←/→ yaw   ↑/↓ pitch     Z/X close/open jaw
     Space (hold) clutch    Enter resume after a hold    P operator present on/off
+    Q ask the robot for the selected arm (another console has it)    E release the selected arm
 Gamepad (first one found): left stick x/y, right stick vertical z, LB clutch, A resume, RB/LT jaw.
 
 `ManualMaster` holds the logic without pygame (held keys and stick axes → pose); `PygameMaster`
@@ -48,13 +49,21 @@ class ManualMaster:
         self.present = True
         self._speed, self._turn, self._jaw_rate = speed_m_s, turn_rad_s, jaw_rad_s
         self._last: float | None = None
+        self._handover: list[tuple[str, ArmId]] = []
 
     def key_down(self, key: str) -> None:
         if key == "tab":
             self.selected = (self.selected + 1) % len(self.arms)
         elif key == "p":
             self.present = not self.present
+        elif key in ("q", "e"):
+            self._handover.append(("arm_request" if key == "q" else "arm_release", self.arms[self.selected]))
         self.held.add(key)
+
+    def take_handover_actions(self) -> list[tuple[str, ArmId]]:
+        """Requests and releases pressed since the last call (the console sends them to the robot)."""
+        out, self._handover = self._handover, []
+        return out
 
     def key_up(self, key: str) -> None:
         self.held.discard(key)
