@@ -91,7 +91,7 @@ class OwnershipDesk:
         for arm in self.roster.lead_arms(identity) if party.role is Role.LEAD else ():
             owner = self.supervisor.owner(arm)
             if owner is None or identity_of(owner) == identity:
-                self._give(arm, key, now, "session_replaced" if old is not None else "session_start")
+                self._give(arm, key, now, "session_start" if owner is None else "session_replaced")
         self.changed = True
         return key
 
@@ -111,7 +111,8 @@ class OwnershipDesk:
         for arm in self.supervisor.arm_names:
             if self.supervisor.owner(arm) == old:
                 self._give(arm, new, now, "session_replaced")
-        self.supervisor.reset_session(old)
+        # its ordering records stay (a few entries per session): commands of the old session may
+        # still wait in the servo inbox, and must keep failing the ordering gate as well as ownership
         self.slots.pop(old, None)
 
     # -- protocol ----------------------------------------------------------------------------------
