@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telesurg.qualify import protocol
+from telesurg import qualify_wire as protocol
+from telesurg.apps.robot_checks import echo_probe
 from telesurg.qualify.analysis import Session, distribution, loss_bursts, rfc3550_jitter
-from telesurg.qualify.responder import echo_probe
 from telesurg.qualify.thresholds import ThresholdError, Thresholds, load_thresholds
 from telesurg.qualify.verdict import NO_GO, NOT_RUN, WARN, judge, overall
 

@@ -157,7 +157,7 @@ class RobotSite:
 
     def _on_qualify(self, event: MessageReceived) -> None:
         """Echo qualification probes (timestamped) on the class they came on; nothing moves."""
-        from telesurg.qualify.responder import echo_probe
+        from telesurg.apps.robot_checks import echo_probe
 
         reply = echo_probe(event.payload, time.monotonic())
         if reply is not None and event.sid in self.room.by_sid:
@@ -165,7 +165,7 @@ class RobotSite:
 
     async def _qualify_check(self, message: dict[str, Any], sid: int) -> None:
         """A robot check asked by `telesurg qualify` (homing, sweep, watchdog, e-stop, video)."""
-        from telesurg.qualify.responder import run_robot_check
+        from telesurg.apps.robot_checks import run_robot_check
 
         result = await run_robot_check(self, message)
         if sid in self.room.by_sid:

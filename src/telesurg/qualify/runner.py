@@ -4,7 +4,7 @@ into `analysis.Session`.
 Phases: network (the link's per-path probes, raised to `probe_hz`), load (echo requests at the control
 rate on CONTROL plus robot→console echoes padded to the video bitrate on VIDEO), failover (control-rate
 echoes while each path is taken away in turn by a `PathSwitch`: the emulator in demo mode, the engineer
-otherwise) and robot checks (session events answered by `responder.run_robot_check`).
+otherwise) and robot checks (session events answered by `apps/robot_checks.run_robot_check`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from telesurg import qualify_wire as protocol
 from telesurg.link.driver import LinkEndpoint
 from telesurg.link.events import Event, MessageClass, MessageReceived, PathStateChanged, SessionEventReceived
 from telesurg.messages import FLAG_ENGAGED, FLAG_REENGAGE, MessageType, ServoCommand, Telemetry
 from telesurg.messages import decode as decode_message
-from telesurg.qualify import protocol
 from telesurg.qualify.analysis import Session
 from telesurg.site_config import ConsoleSiteConfig
 

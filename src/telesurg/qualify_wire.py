@@ -1,5 +1,8 @@
 """Qualification echo payloads: the first byte is `MessageType.QUALIFY`, so the robot app routes them
-to `responder.echo_probe` and never to the supervisor.
+to `apps/robot_checks.echo_probe` and never to the supervisor.
+
+Below both sides (like messages.py): `telesurg qualify` (qualify/) sends them, the robot site
+(apps/) answers, and neither imports the other for it.
 
 A request carries a stream id (one per phase), a sequence number, the console's send time and how many
 bytes of padding the reply should carry (so a few small requests can load the robot→console direction

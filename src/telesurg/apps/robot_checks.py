@@ -1,5 +1,8 @@
 """The robot's side of a qualification session (called from `apps/robot.py`).
 
+It lives beside the robot site, not in qualify/: qualify drives sessions from the console side and
+sits above the apps; the robot only answers.
+
 `echo_probe` answers echo requests on the link thread: it never touches the supervisor, so network
 tests cannot move an arm. `run_robot_check` runs one robot check asked for with `--robot-checks`;
 every arm action goes through `site.servo.operator(...)`, i.e. the local console's path on the servo
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from telesurg.qualify import protocol
+from telesurg import qualify_wire as protocol
 from telesurg.robot.driver import OperatingState
 from telesurg.robot.supervisor import SupervisorState
 
