@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/video_pipeline.py --stereo --json out/bench/video_720p60.json
 	$(BIN)/python bench/wakeup_latency.py --json out/bench/wakeup_latency.json
 	$(BIN)/python bench/command_overhead.py --json out/bench/command_overhead.json
+	$(BIN)/python bench/multi_console.py --json out/bench/multi_console.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
