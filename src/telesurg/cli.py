@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "netem": ("telesurg.netem.cli", "run user-space WAN emulator relays for a profile"),
     "demo": ("telesurg.apps.demo", "robot + emulated WAN + scripted surgeon on one machine"),
     "qualify": ("telesurg.qualify.cli", "pre-operative test session with a go/no-go report"),
+    "audit": ("telesurg.record.audit_cli", "verify a site's tamper-evident audit log"),
 }
 
 
