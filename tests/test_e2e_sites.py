@@ -38,7 +38,8 @@ def test_init_robot_console_and_a_refused_console(tmp_path: Path, contract_check
 
     robot_report = tmp_path / "robot.json"
     robot = subprocess.Popen([sys.executable, "-m", "telesurg.cli", "robot", "--config", str(robot_toml),
-                              "--report", str(robot_report), "--no-video", "--idle-poll"], env=dict(os.environ),
+                              "--report", str(robot_report), "--no-video", "--idle-poll",
+                              "--audit", str(tmp_path / "audit")], env=dict(os.environ),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         rogue = telesurg("console", "--config", str(rogue_toml), "--no-video", "--no-live", "--connect-timeout", "5",
@@ -58,6 +59,13 @@ def test_init_robot_console_and_a_refused_console(tmp_path: Path, contract_check
         check = subprocess.run([sys.executable, str(contract_checker), str(path), "--kind", kind],
                                capture_output=True, text=True)
         assert check.returncode == 0, check.stdout
+    # the robot's audit log: intact, signed with its key, and it holds the refusal and the arms' transitions
+    audit = telesurg("audit", "verify", str(tmp_path / "audit"), "--cert", str(site / "keys" / "robot.crt"))
+    assert audit.returncode == 0 and audit.stdout.startswith("intact:"), audit.stdout + audit.stderr
+    entries = [json.loads(line) for f in sorted((tmp_path / "audit").glob("*.jsonl")) for line in f.open()]
+    kinds = [e["kind"] for e in entries]
+    assert kinds.count("start") == 1 and kinds.count("stop") == 1 and "peer_refused" in kinds
+    assert any(e["kind"] == "transition" and e["data"]["to"] == "FOLLOWING" for e in entries)
     robot_data = json.loads(robot_report.read_text())
     console_data = json.loads(console_report.read_text())
     assert robot_data["security"]["rejected"].get("not_allowed", 0) >= 1

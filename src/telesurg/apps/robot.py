@@ -27,6 +27,7 @@ from telesurg.apps.common import (
     wait_stop,
     write_report,
 )
+from telesurg.apps.robot_audit import RobotAuditFeed
 from telesurg.apps.robot_room import RobotRoom, handover_message
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import (
@@ -34,6 +35,7 @@ from telesurg.link.events import (
     HandshakeComplete,
     MessageClass,
     MessageReceived,
+    PeerRefused,
     SessionClosed,
     SessionEventReceived,
 )
@@ -59,7 +61,8 @@ class RobotSite:
     state, changed only by the ownership desk (robot/ownership.py, bridged by apps/robot_room.py)
     and the local console."""
 
-    def __init__(self, config: RobotSiteConfig, *, seed: int = 0, video: bool | None = None) -> None:
+    def __init__(self, config: RobotSiteConfig, *, seed: int = 0, video: bool | None = None,
+                 audit_dir: Path | None = None) -> None:
         self.config = config
         self.seed = seed
         self.sim = SimDriver(seed=seed)
@@ -86,6 +89,9 @@ class RobotSite:
         self.rings_time_s = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.link_realtime = False
+        self.audit: RobotAuditFeed | None = None
+        if audit_dir is not None:
+            self.audit = RobotAuditFeed(audit_dir, self, self.endpoint.core.identity)
 
     @property
     def peer(self) -> str | None:
@@ -135,6 +141,8 @@ class RobotSite:
             self.room.on_closed(event, time.monotonic())
         elif isinstance(event, SessionEventReceived):
             self._on_session_event(event)
+        elif isinstance(event, PeerRefused) and self.audit is not None:
+            self.audit.on_refused(event)
 
     def _on_session_event(self, event: SessionEventReceived) -> None:
         payload = event.payload
@@ -220,6 +228,8 @@ class RobotSite:
                     continue
                 self.paths.sample(self.endpoint.core.path_stats())
                 self.room.sample_paths()
+                if self.audit is not None:
+                    self.audit.poll()
                 self._observe_task()
                 if self.servo.error is not None:
                     log.error("servo loop stopped: %r", self.servo.error)
@@ -288,6 +298,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, help="write a JSON report here on exit")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (ring placement)")
+    parser.add_argument("--audit", type=Path, metavar="DIR",
+                        help="write the tamper-evident audit log of safety events here (telesurg audit verify)")
     parser.add_argument("--no-video", action="store_true", help="do not stream the endoscope")
     parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"),
                         help="override [video] source of the config")
@@ -313,8 +325,12 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> dict[str, Any]:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        site = RobotSite(config, seed=args.seed, video=False if args.no_video else None)
-        return await site.run(args.duration, stop)
+        site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit)
+        report = await site.run(args.duration, stop)
+        if site.audit is not None:
+            site.audit.close(report)
+            report["audit"] = site.audit.log.stats()
+        return report
 
     with idle_polling(args) as polling:
         report = asyncio.run(main())
