@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telesurg.apps.common import DelayHistogram, PathRecorder
+from telesurg.link import wire
 from telesurg.link.events import HandshakeComplete, MessageClass, SessionClosed
 from telesurg.messages import ArmId, RoomStatus
 from telesurg.robot.local_console import LocalConsole
@@ -68,6 +69,7 @@ class RobotRoom:
         self.ended: list[SessionView] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._snapshot: dict[str, Any] = {}  # the last ownership snapshot published (link thread)
+        self.status_too_large = 0
         servo.owner_slots = desk.slots  # telemetry's owner byte; the desk changes it on the servo thread
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -129,8 +131,10 @@ class RobotRoom:
                 path_state={p: str(getattr(s.state, "value", s.state)) for p, s in stats.items()},
                 ghost={_ARM_NAMES.get(a, str(a)): [round(v, 5) for v in pos] for a, pos in view.ghost.items()})
         payload = RoomStatus(body).encode()
-        if len(payload) <= 1200:
+        if len(payload) <= wire.MAX_PAYLOAD:
             self.endpoint.send(MessageClass.TELEMETRY, payload)
+        else:  # many consoles: the room no longer fits one datagram (counted, never a crash)
+            self.status_too_large += 1
 
     # -- servo thread -> link thread --------------------------------------------------------------
     def _on_servo(self, action: Any) -> None:
@@ -158,7 +162,9 @@ class RobotRoom:
         if snapshot is not None:
             self._snapshot = {k: v for k, v in snapshot.items() if k != "type"}
             for view in list(self.by_sid.values()):
-                you = {"identity": view.identity, "role": view.role, "slot": self.desk.roster.slot(view.identity)}
+                # the slot the desk gave (on the servo thread): never assign one from this thread
+                slot = snapshot["peers"].get(view.identity, {}).get("slot")
+                you = {"identity": view.identity, "role": view.role, "slot": slot}
                 self.endpoint.send_event_to(view.sid, json.dumps({**snapshot, "you": you}).encode())
         for key, message in notices:
             target = self.by_key.get(key) if key is not None else None
@@ -176,7 +182,7 @@ class RobotRoom:
                 sessions[view.identity] = entry
         return {"sessions": sessions, "handovers": self.desk.handover_report(t0),
                 "ownership": {k: v for k, v in self.desk.snapshot().items() if k != "type"},
-                "handover_refused": dict(self.desk.refused)}
+                "handover_refused": dict(self.desk.refused), "room_status_too_large": self.status_too_large}
 
 
 def handover_message(payload: bytes) -> dict[str, Any] | None:
