@@ -146,7 +146,7 @@ def test_on_decision_reports_each_judged_command() -> None:
     driver = FakeDriver(("PSM1",))
     sup = SafetySupervisor(SupervisorConfig(), ["PSM1"])
     seen: list[tuple[int, str, float, float | None]] = []
-    loop = ServoLoop(sup, driver, on_decision=lambda c, d, now, off, sender: seen.append((c.cmd_seq, d.reason, now, off)))
+    loop = ServoLoop(sup, driver, on_decision=lambda c, d, now, off, sender, link_seq: seen.append((c.cmd_seq, d.reason, now, off)))
     loop.operator(lambda console, now: console.enable(now))
     sup.assign("PSM1", "remote")
     now = run(loop, 0.0, 2)
@@ -238,7 +238,7 @@ def _judging_delays(apply_on_arrival: bool) -> tuple[list[float], FakeDriver, Sa
     sup = SafetySupervisor(SupervisorConfig(), ["PSM1"])
     judged: dict[int, float] = {}
     loop = ServoLoop(sup, driver, ServoConfig(rate_hz=20.0, telemetry_hz=20.0, apply_on_arrival=apply_on_arrival),
-                     on_decision=lambda c, d, now, off, sender: judged.setdefault(c.cmd_seq, now))
+                     on_decision=lambda c, d, now, off, sender, link_seq: judged.setdefault(c.cmd_seq, now))
     start_until_ready(loop, sup)
     try:
         submitted: dict[int, float] = {}

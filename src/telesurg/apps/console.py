@@ -42,6 +42,8 @@ from telesurg.link.events import (
     MessageClass,
     MessageReceived,
     PathStateChanged,
+    PeerRefused,
+    SessionClosed,
     SessionEventReceived,
 )
 from telesurg.messages import (
@@ -65,6 +67,7 @@ from telesurg.realtime import (
 from telesurg.robot.safety_types import SupervisorState
 from telesurg.robot.servo import DeadlineLoop
 from telesurg.site_config import ConfigError, ConsoleSiteConfig, load_config
+from telesurg.tap import Tap, Topic, site_record
 
 log = logging.getLogger("telesurg.console")
 SETTLE_S = 2.0  # after a scripted task ends, keep holding the last pose this long before stopping
@@ -103,6 +106,7 @@ def make_input(script: str | None, config: ConsoleSiteConfig, rings: int) -> tup
 class ConsoleSite:
     def __init__(self, config: ConsoleSiteConfig, master: MasterInput, *, video: bool | None = None) -> None:
         self.config = config
+        self.tap = Tap(config.site.name)  # every message and event of this process passes here once
         self.core = ConsoleCore(config.console, master)
         self.endpoint = LinkEndpoint.from_config(config.link, is_client=True, on_message=self._on_message,
                                                  on_event=self._on_event)
@@ -135,6 +139,8 @@ class ConsoleSite:
         if event.msg_class is MessageClass.VIDEO:
             if self.video is not None:
                 self.video.on_datagram(event.payload)
+            if self.tap.active:
+                self.tap.publish(Topic.VIDEO, event.at, (event.payload,))
             return
         try:
             message = decode(event.payload)
@@ -143,10 +149,16 @@ class ConsoleSite:
             return
         if isinstance(message, Telemetry):
             self._telemetry.append(message)
+            self.tap.publish(Topic.TELEMETRY, event.at, message)
         elif isinstance(message, RoomStatus):
             self.room.on_status(message.body)
+            self.tap.publish(Topic.ROOM, event.at, message.body)
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, HandshakeComplete | SessionClosed | PeerRefused):
+            self.tap.publish(Topic.SESSION, time.monotonic(), event)
+        elif isinstance(event, PathStateChanged):
+            self.tap.publish(Topic.PATH_EVENT, event.at, event)
         if isinstance(event, HandshakeComplete):
             self.peer = event.peer_name
             log.info("robot %s authenticated", event.peer_name)
@@ -169,6 +181,8 @@ class ConsoleSite:
             return
         # the console's share of the command delay: stamped on the ticker -> handed to the sockets
         self.send_overhead_ms.add(1000.0 * (time.monotonic() - commands[0].t_sent))
+        if self.tap.active:  # after the send: the command never waits for its record
+            self.tap.publish(Topic.COMMAND_SENT, commands[0].t_sent, tuple(commands))
 
     def _tick(self, now: float) -> None:
         while self._telemetry:
@@ -209,6 +223,7 @@ class ConsoleSite:
         previous_switch = sys.getswitchinterval()
         sys.setswitchinterval(TICKER_SWITCH_INTERVAL_S)
         self.started_at = time.monotonic()
+        self.tap.publish(Topic.SITE, self.started_at, site_record("start", "console", self.config))
         self.room.bind(self._loop, self.started_at)
         settle_garbage_collector()  # no full collection of the start-up heap stalls the ticker later
         self._ticker.start()
@@ -236,6 +251,7 @@ class ConsoleSite:
             if self.video is not None:
                 self.video.close()
             await self.endpoint.close()
+            self.tap.publish(Topic.SITE, time.monotonic(), {"event": "stop", "role": "console"})
         if not live:
             print(render_text(snapshot_from(self.core, time.monotonic(), self.endpoint.core.path_stats(),
                                             self.alarms.active(), self.endpoint.core.clock_offset(),
@@ -260,6 +276,10 @@ class ConsoleSite:
         core.set_clock_offset(offset)
         stats = link.path_stats()
         self.paths.sample(stats)
+        peer = self.peer or "robot"
+        self.tap.peer_offsets[peer] = offset
+        self.tap.publish(Topic.PATHS, now, {peer: stats})
+        self.tap.publish(Topic.CLOCK, now, {peer: offset})
         one_way = core.one_way_delay_ms()
         if one_way is not None:
             self.one_way_ms.append(one_way)
@@ -271,6 +291,8 @@ class ConsoleSite:
         for change in changes:
             self.alarm_log.append({"at_s": round(now - (self.started_at or now), 3), "key": change.key,
                                    "severity": change.severity.name, "message": change.message})
+            self.tap.publish(Topic.ALARM, now, {"key": change.key, "severity": change.severity.name,
+                                                "previous": change.previous.name, "message": change.message})
         if status is not None:
             status.update(snapshot_from(core, now, stats, self.alarms.active(), offset, self.room.status,
                                         self.room.me))

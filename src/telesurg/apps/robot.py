@@ -29,12 +29,14 @@ from telesurg.apps.common import (
 )
 from telesurg.apps.robot_audit import RobotAuditFeed
 from telesurg.apps.robot_room import RobotRoom, handover_message
+from telesurg.apps.robot_safety_feed import SafetyEventFeed
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import (
     Event,
     HandshakeComplete,
     MessageClass,
     MessageReceived,
+    PathStateChanged,
     PeerRefused,
     SessionClosed,
     SessionEventReceived,
@@ -47,6 +49,7 @@ from telesurg.robot.servo import ServoConfig, ServoLoop
 from telesurg.robot.sim import SimDriver
 from telesurg.robot.supervisor import Decision, SafetySupervisor
 from telesurg.site_config import ConfigError, RobotSiteConfig, load_config
+from telesurg.tap import CommandJudged, CommandReceived, Tap, Topic, site_record
 
 log = logging.getLogger("telesurg.robot")
 RECEIVED_KEPT = 10_000
@@ -65,6 +68,7 @@ class RobotSite:
                  audit_dir: Path | None = None) -> None:
         self.config = config
         self.seed = seed
+        self.tap = Tap(config.site.name)  # every message and event of this process passes here once
         self.sim = SimDriver(seed=seed)
         self.supervisor = SafetySupervisor(config.safety, INSTRUMENT_ARMS)
         self.servo = ServoLoop(self.supervisor, self.sim,
@@ -76,6 +80,7 @@ class RobotSite:
         roster = (Roster(config.robot.consoles, INSTRUMENT_ARMS) if config.robot.consoles
                   else Roster.single_lead(config.robot.controller, INSTRUMENT_ARMS))
         self.room = RobotRoom(OwnershipDesk(self.supervisor, roster), self.servo, self.endpoint)
+        self.safety_feed = SafetyEventFeed(self.tap, self.supervisor, self.servo.local_console)
         self.want_video = config.video.enabled if video is None else video
         self.video: Any = None
         self.paths = PathRecorder()
@@ -91,7 +96,7 @@ class RobotSite:
         self.link_realtime = False
         self.audit: RobotAuditFeed | None = None
         if audit_dir is not None:
-            self.audit = RobotAuditFeed(audit_dir, self, self.endpoint.core.identity)
+            self.audit = RobotAuditFeed(audit_dir, self.tap, config, self.endpoint.core.identity)
 
     @property
     def peer(self) -> str | None:
@@ -128,12 +133,20 @@ class RobotSite:
         key = view.key
         view.delivered += len(commands)
         self.room.note_commands(view, commands)
+        tap = self.tap if self.tap.active else None
         for command in commands:
             self.delivered += 1
             self._received_at[(key, command.arm, command.cmd_seq)] = received_at
             self.servo.submit(command, key, event.seq, offset)
+            if tap is not None:  # after the hand-over: the servo thread need not wait for this
+                tap.publish(Topic.COMMAND_RECEIVED, received_at,
+                            CommandReceived(command, key, event.seq, event.path, received_at, offset))
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, HandshakeComplete | SessionClosed | PeerRefused):
+            self.tap.publish(Topic.SESSION, time.monotonic(), event)
+        elif isinstance(event, PathStateChanged):
+            self.tap.publish(Topic.PATH_EVENT, event.at, event)
         if isinstance(event, HandshakeComplete):
             log.info("console %s authenticated (%s…)", event.peer_name, event.peer_fingerprint[:16])
             self.room.on_handshake(event, time.monotonic())
@@ -141,8 +154,6 @@ class RobotSite:
             self.room.on_closed(event, time.monotonic())
         elif isinstance(event, SessionEventReceived):
             self._on_session_event(event)
-        elif isinstance(event, PeerRefused) and self.audit is not None:
-            self.audit.on_refused(event)
 
     def _on_session_event(self, event: SessionEventReceived) -> None:
         payload = event.payload
@@ -181,8 +192,11 @@ class RobotSite:
 
     # -- servo thread ----------------------------------------------------------------------------
     def _on_decision(self, cmd: ServoCommand, decision: Decision, now: float, offset: float | None,
-                     sender: str) -> None:
+                     sender: str, link_seq: int) -> None:
         received_at = self._received_at.pop((sender, cmd.arm, cmd.cmd_seq), None)
+        if self.tap.active:
+            self.tap.publish(Topic.COMMAND_DECISION, now, CommandJudged(cmd, sender, link_seq, offset,
+                                                                        decision.outcome.value, decision.reason))
         if decision.accepted and offset is not None:
             latency = 1000.0 * (now - (cmd.t_sent - offset))
             self.latency_ms.add(latency)
@@ -194,6 +208,7 @@ class RobotSite:
                 self.apply_overhead_ms.add(1000.0 * (now - received_at))
 
     def _on_telemetry(self, telemetry: Telemetry) -> None:
+        self.tap.publish(Topic.TELEMETRY, telemetry.t_robot, telemetry)
         if self.video is not None:
             self.video.publish_state()
         loop = self._loop
@@ -216,18 +231,24 @@ class RobotSite:
         settle_garbage_collector()  # no full collection of the start-up heap stalls the servo loop later
         self.servo.start()
         self.started_at = time.monotonic()
+        self.tap.publish(Topic.SITE, self.started_at, site_record("start", "robot", self.config))
         try:
             deadline = None if duration is None else self.started_at + duration
             ticks = 0
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 await wait_stop(stop, ROOM_TICK_S)
                 self.room.tick()  # grants waiting on a silent owner; publishes ownership changes
-                self.room.publish_status(time.monotonic())
+                now = time.monotonic()
+                room = self.room.publish_status(now)
+                if room is not None:
+                    self.tap.publish(Topic.ROOM, now, room)
+                self.safety_feed.poll()
                 ticks += 1
                 if ticks % 5:
                     continue
                 self.paths.sample(self.endpoint.core.path_stats())
                 self.room.sample_paths()
+                self._publish_link_figures(now)
                 if self.audit is not None:
                     self.audit.poll()
                 self._observe_task()
@@ -236,11 +257,21 @@ class RobotSite:
                     break
         finally:
             self.servo.stop()
+            self.safety_feed.poll()
             if self.video is not None:
                 self.video.close()
             await self.endpoint.close()
             self.sim.close()
+            self.tap.publish(Topic.SITE, time.monotonic(), {"event": "stop", "role": "robot"})
         return self.report()
+
+    def _publish_link_figures(self, now: float) -> None:
+        """Each console's per-path figures and clock offset into the tap (4 Hz)."""
+        views = list(self.room.by_sid.values())
+        self.tap.publish(Topic.PATHS, now, {v.identity: v.link.path_stats() for v in views})
+        offsets = {v.identity: v.link.clock_offset() for v in views}
+        self.tap.peer_offsets.update(offsets)
+        self.tap.publish(Topic.CLOCK, now, offsets)
 
     def _start_video(self) -> None:
         try:
@@ -248,7 +279,8 @@ class RobotSite:
         except ImportError as exc:  # video is optional for the control path
             log.warning("video disabled: %s", exc)
             return
-        self.video = RobotVideo(self.sim, self.config.video, self.endpoint, self._loop, seed=self.seed)
+        self.video = RobotVideo(self.sim, self.config.video, self.endpoint, self._loop, seed=self.seed,
+                                tap=self.tap)
         self.video.start()
 
     def _observe_task(self) -> None:

@@ -1,10 +1,11 @@
 """The robot site's safety events into its tamper-evident audit log (`telesurg robot --audit DIR`).
 
-The supervisor keeps its transitions, holds and handovers as append-only lists, the local console
-its operator actions; this feed copies what is new from them on the robot's link thread a few times
-a second, so the 1 kHz servo thread never writes a file. Refused peers come from the link's events.
-At start: the software version, the configuration (key paths only, never key material) and the
-roster; at close, the final counts and a signed head (record/audit.py).
+A subscriber of the site's tap (telesurg/tap.py), like the recorder and the dashboard: it takes the
+safety topics (transitions, holds, handovers, local-console actions), refused peers and the site's
+start, and appends them to the hash-chained log on the link's thread a few times a second, so the
+1 kHz servo thread never writes a file. At start: the software version, the configuration (key paths
+only, never key material) and the roster; at close, the final counts and a signed head
+(record/audit.py).
 """
 
 from __future__ import annotations
@@ -16,46 +17,40 @@ import telesurg
 from telesurg.link.events import PeerRefused
 from telesurg.link.keys import Identity
 from telesurg.record.audit import AuditLog
+from telesurg.tap import Tap, Topic
+
+_KINDS = {Topic.TRANSITION: "transition", Topic.HOLD: "hold", Topic.HANDOVER: "handover",
+          Topic.OPERATOR: "local_console"}
+AUDIT_QUEUE = 100_000  # safety events come a few a second; this only overflows if the feed stops
 
 
 class RobotAuditFeed:
-    """Copies the robot's safety records into an `AuditLog`; call `poll()` periodically, `close()` at the end."""
+    """Copies the robot's safety records from the tap into an `AuditLog`; `poll()` periodically,
+    `close()` at the end (after the last publish)."""
 
-    def __init__(self, directory: Path, site: Any, identity: Identity | None) -> None:
-        self.site = site
-        self.log = AuditLog(directory, site.config.site.name, identity)
-        self._seen = {"transition": 0, "hold": 0, "handover": 0, "operator": 0}
-        config = site.config.model_dump(mode="json")
-        self.log.append("start", {"software": f"telesurg {telesurg.__version__}", "config": config})
-
-    def on_refused(self, event: PeerRefused) -> None:
-        self.log.append("peer_refused", {"reason": event.reason, "path": event.path,
-                                         "addr": None if event.addr is None else list(event.addr)}, event.at)
+    def __init__(self, directory: Path, tap: Tap, config: Any, identity: Identity | None) -> None:
+        self.log = AuditLog(directory, config.site.name, identity)
+        self.subscription = tap.subscribe("audit", AUDIT_QUEUE, [*_KINDS, Topic.SESSION])
+        self.log.append("start", {"software": f"telesurg {telesurg.__version__}",
+                                  "config": config.model_dump(mode="json")})
 
     def poll(self) -> None:
-        sup = self.site.supervisor
-        for t in self._new("transition", sup.transitions):
-            self.log.append("transition", {"arm": t.arm, "from": t.from_state.name, "to": t.to_state.name,
-                                           "cause": t.cause}, t.at_s)
-        for h in self._new("hold", sup.holds):
-            self.log.append("hold", {"arm": h.arm, "cause": h.cause, "reaction_ms": round(h.reaction_ms, 3)},
-                            h.at_s)
-        for h in self._new("handover", sup.handovers):
-            self.log.append("handover", {"arm": h.arm, "from": h.from_sender, "to": h.to_sender,
-                                         "reason": h.reason}, h.at_s)
-        for e in self._new("operator", self.site.servo.local_console.events):
-            self.log.append("local_console", {"action": e.action, "arms": list(e.arms)}, e.at_s)
+        for topic, _t, payload in self.subscription.drain():
+            if topic == Topic.SESSION:
+                if isinstance(payload, PeerRefused):
+                    self.log.append("peer_refused", {"reason": payload.reason, "path": payload.path,
+                                                     "addr": None if payload.addr is None else list(payload.addr)},
+                                    payload.at)
+                continue
+            fields = {k: v for k, v in payload.items() if k != "at_s"}
+            self.log.append(_KINDS[Topic(topic)], fields, payload["at_s"])
 
     def close(self, report: dict[str, Any]) -> None:
         self.poll()
+        dropped = self.subscription.dropped_total()
         safety = report.get("safety", {})
         self.log.append("stop", {"violations": safety.get("violations"), "holds": len(safety.get("holds", [])),
                                  "final_state": safety.get("final_state"),
-                                 "applied": report.get("commands", {}).get("applied")})
+                                 "applied": report.get("commands", {}).get("applied"),
+                                 "audit_records_dropped": dropped})
         self.log.close()
-
-    def _new(self, kind: str, records: list) -> list:
-        start = self._seen[kind]
-        new = records[start:]
-        self._seen[kind] = start + len(new)
-        return new

@@ -116,10 +116,11 @@ class RobotRoom:
         for c in commands:
             ghost[c.arm] = c.position
 
-    def publish_status(self, t_robot: float) -> None:
-        """The room, on the telemetry class, to every console (unreliable and frequent by design)."""
+    def publish_status(self, t_robot: float) -> dict[str, Any] | None:
+        """The room, on the telemetry class, to every console (unreliable and frequent by design);
+        returns what was sent (None when nobody is connected)."""
         if not self.endpoint.established:
-            return
+            return None
         body = {"t_robot": t_robot, **self._snapshot, "peers": {}}
         peers = body["peers"]
         for identity, info in self._snapshot.get("peers", {}).items():
@@ -135,6 +136,7 @@ class RobotRoom:
             self.endpoint.send(MessageClass.TELEMETRY, payload)
         else:  # many consoles: the room no longer fits one datagram (counted, never a crash)
             self.status_too_large += 1
+        return body
 
     # -- servo thread -> link thread --------------------------------------------------------------
     def _on_servo(self, action: Any) -> None:

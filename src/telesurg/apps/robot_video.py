@@ -27,6 +27,7 @@ from telesurg.link.driver import LinkEndpoint
 from telesurg.link.events import MessageClass
 from telesurg.realtime import unpin
 from telesurg.site_config import VideoConfig
+from telesurg.tap import Tap, Topic
 from telesurg.video.control import is_video_control  # light (no codec): imported here, not on the hot path
 
 log = logging.getLogger("telesurg.robot.video")
@@ -121,8 +122,9 @@ class RobotVideo:
     """Parent-side handle: shared joint positions out, encoded payloads in, keyframe requests through."""
 
     def __init__(self, sim: Any, config: VideoConfig, endpoint: LinkEndpoint, loop: asyncio.AbstractEventLoop,
-                 *, seed: int = 0) -> None:
+                 *, seed: int = 0, tap: Tap | None = None) -> None:
         self._sim = sim
+        self._tap = tap  # the encoded payloads are published there (recording, broadcast), off the link thread
         self._endpoint = endpoint
         self._loop = loop
         nq = int(sim.model.nq)
@@ -160,6 +162,8 @@ class RobotVideo:
         try:
             while True:
                 batch = _unpack(self._conn.recv_bytes())
+                if self._tap is not None and self._tap.active:
+                    self._tap.publish(Topic.VIDEO, time.monotonic(), tuple(batch))
                 if not self._loop.is_closed():
                     self._loop.call_soon_threadsafe(self._send, batch)
         except (EOFError, OSError):

@@ -184,7 +184,7 @@ class ServoLoop:
     def __init__(self, supervisor: SafetySupervisor, driver: Driver, config: ServoConfig | None = None,
                  on_telemetry: Callable[[Telemetry], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_decision: Callable[[ServoCommand, Decision, float, float | None, str], None] | None = None
+                 on_decision: Callable[[ServoCommand, Decision, float, float | None, str, int], None] | None = None
                  ) -> None:
         self.supervisor = supervisor
         self.driver = driver
@@ -285,7 +285,7 @@ class ServoLoop:
         cmd, sender, link_seq, offset = item
         decision = self.supervisor.submit(cmd, sender, link_seq, offset, now)
         if self.on_decision is not None:
-            self.on_decision(cmd, decision, now, offset, sender)
+            self.on_decision(cmd, decision, now, offset, sender, link_seq)
         return decision.accepted
 
     def _judge_queued(self, now: float) -> bool:
