@@ -108,12 +108,21 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         pollers = None
     console_cpus, robot_cpus = halves if halves is not None else (None, None)
     robot_log = (workdir / "robot.log").open("w")  # the robot's transition log; the terminal is the console's
-    robot_extra = ["--seed", str(args.seed), *robot_video, *_cpus_flag(robot_cpus)]
+    robot_ready = workdir / "robot.ready"
+    robot_ready.unlink(missing_ok=True)
+    robot_extra = ["--seed", str(args.seed), "--ready-file", str(robot_ready), *robot_video, *_cpus_flag(robot_cpus)]
     robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, robot_extra),
                              env=env, stdout=robot_log, stderr=subprocess.STDOUT)
+    if not await _wait_ready(robot, robot_ready):  # as long as it takes a slow machine, while it lives
+        robot_log.close()
+        await link.close_all()
+        if pollers is not None:
+            pollers.stop()
+        raise SiteFailed(f"the robot site stopped before it was ready (exit {robot.returncode})\n"
+                         + log_tail(workdir / "robot.log"))
     following_marker = workdir / "console.following"
     following_marker.unlink(missing_ok=True)
-    console_extra = ["--rings", str(args.rings), "--following-file", str(following_marker),
+    console_extra = ["--rings", str(args.rings), "--following-file", str(following_marker), "--connect-timeout", "60",
                      "--log-file", str(workdir / "console.log"), *video]
     if args.duration is not None:
         console_extra += ["--duration", str(args.duration)]
@@ -172,8 +181,10 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     robot_data = json.loads(robot_report.read_text()) if robot_report.exists() else {}
     console_data = json.loads(console_report.read_text()) if console_report.exists() else {}
     if not robot_data or not console_data:
-        raise RuntimeError(f"a site wrote no report (robot exit {robot.returncode}, console exit "
-                           f"{console.returncode}); see the output above")
+        tails = "\n".join(log_tail(workdir / name) for name, data in (("robot.log", robot_data),
+                                                                       ("console.log", console_data)) if not data)
+        raise SiteFailed(f"a site wrote no report (robot exit {robot.returncode}, console exit "
+                         f"{console.returncode})\n{tails}")
     other_data = [json.loads(path.read_text()) if path.exists() else {} for _, path in others]
     report = merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats, other_data)
     if others:
@@ -187,6 +198,28 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                                                     "cpu_s": round(polled_s, 1)},
                          "cpu": cpu_usage(cpu_at_start, cpu_times(), not_counted_s=polled_s)}
     return report
+
+
+class SiteFailed(RuntimeError):
+    """A site process died or wrote no report; the message carries the tail of its log."""
+
+
+async def _wait_ready(process: subprocess.Popen, marker: Path) -> bool:
+    """Wait until the site writes its ready file: no fixed deadline (a cold, loaded 2-core machine
+    can take tens of seconds to import and start), only as long as the process is alive."""
+    while not marker.exists():
+        if process.poll() is not None:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a site's log, titled; says so when there is none."""
+    if not path.exists():
+        return f"--- {path.name}: no log was written"
+    tail = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join([f"--- {path.name} (last {len(tail)} lines)", *tail])
 
 
 def _hand_over_time(rings: int) -> float:
@@ -312,13 +345,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="telesurg-demo-")))
-        report = asyncio.run(_run(args, workdir))
+        try:
+            report = asyncio.run(_run(args, workdir))
+        except SiteFailed as exc:
+            print(f"telesurg demo: {exc}")
+            return 1
         if args.verbose:
             for name in ("robot.log", "console.log", *(f"console-{i}.log" for i in range(2, args.consoles + 1))):
-                log_path = workdir / name
-                if log_path.exists():
-                    print(f"--- {name} (last 20 lines)")
-                    print("\n".join(log_path.read_text().splitlines()[-20:]))
+                if (workdir / name).exists():
+                    print(log_tail(workdir / name))
     write_report(args.report, report)
     print("\n".join(summary_lines(report)))
     print(f"report: {args.report}")

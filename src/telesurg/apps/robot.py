@@ -95,6 +95,7 @@ class RobotSite:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.link_realtime = False
         self.audit: RobotAuditFeed | None = None
+        self.ready_file: Path | None = None
         if audit_dir is not None:
             self.audit = RobotAuditFeed(audit_dir, self.tap, config, self.endpoint.core.identity)
 
@@ -232,6 +233,8 @@ class RobotSite:
         self.servo.start()
         self.started_at = time.monotonic()
         self.tap.publish(Topic.SITE, self.started_at, site_record("start", "robot", self.config))
+        if self.ready_file is not None:  # listening, servo running: a launcher may start consoles now
+            self.ready_file.write_text(f"{self.started_at}\n")
         try:
             deadline = None if duration is None else self.started_at + duration
             ticks = 0
@@ -332,6 +335,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (ring placement)")
     parser.add_argument("--audit", type=Path, metavar="DIR",
                         help="write the tamper-evident audit log of safety events here (telesurg audit verify)")
+    parser.add_argument("--ready-file", type=Path,
+                        help="write this file once the link listens and the servo loop runs (for launchers)")
     parser.add_argument("--no-video", action="store_true", help="do not stream the endoscope")
     parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"),
                         help="override [video] source of the config")
@@ -358,6 +363,7 @@ def run(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         install_stop_signals(stop)
         site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit)
+        site.ready_file = args.ready_file
         report = await site.run(args.duration, stop)
         if site.audit is not None:
             site.audit.close(report)
