@@ -108,8 +108,11 @@ class ConsoleSite:
         self.config = config
         self.tap = Tap(config.site.name)  # every message and event of this process passes here once
         self.core = ConsoleCore(config.console, master)
+        if "reconnect" not in config.link.model_fields_set:  # a console finds a restarted robot by itself
+            config.link.reconnect = True
         self.endpoint = LinkEndpoint.from_config(config.link, is_client=True, on_message=self._on_message,
                                                  on_event=self._on_event)
+        self.sessions: list[dict[str, Any]] = []  # each session with the robot: when it began and ended, why
         self.room = ConsoleRoom(self.core, self.endpoint)
         self.request_arms: list[ArmId] = []  # asked for as soon as the robot accepts this console
         self.alarms = AlarmEvaluator(config.console.alarms)
@@ -159,8 +162,13 @@ class ConsoleSite:
             self.tap.publish(Topic.SESSION, time.monotonic(), event)
         elif isinstance(event, PathStateChanged):
             self.tap.publish(Topic.PATH_EVENT, event.at, event)
+        if isinstance(event, SessionClosed):
+            self._note_session(event.sid, ended_at=event.at, reason=event.reason)
+            if event.reason != "local_close":
+                log.warning("session with the robot ended (%s); reconnecting", event.reason)
         if isinstance(event, HandshakeComplete):
             self.peer = event.peer_name
+            self._note_session(event.sid, began_at=event.at)
             log.info("robot %s authenticated", event.peer_name)
             for arm in self.request_arms:
                 self.room.request(arm)
@@ -170,6 +178,14 @@ class ConsoleSite:
             at = event.at - (self.started_at or event.at)
             self.path_events.append({"at_s": round(at, 3), "path": event.path, "old": str(event.old.value),
                                      "new": str(event.new.value)})
+
+    def _note_session(self, sid: int, **fields: Any) -> None:
+        for record in self.sessions:
+            if record["sid"] == sid:
+                record.update(fields)
+                return
+        if "began_at" in fields:  # a handshake that never completed is not a session
+            self.sessions.append({"sid": sid, **fields})
 
     # -- command thread ----------------------------------------------------------------------------
     def _send(self, commands: list[ServoCommand]) -> None:
@@ -318,6 +334,8 @@ class ConsoleSite:
             "link": {"counters": dict(self.endpoint.core.counters), "peer": self.peer,
                      "clock_offset_s": self.endpoint.core.clock_offset()},
             "ticker": {**self._ticker.stats.summary(), "realtime": self._ticker.realtime},
+            "robot_sessions": [{k: round(v - (self.started_at or 0.0), 3) if k.endswith("_at") else v
+                                for k, v in r.items() if k != "sid"} for r in self.sessions],
             **self.room.report(),
             "link_realtime": self.link_realtime,
         }

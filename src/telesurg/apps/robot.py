@@ -28,6 +28,7 @@ from telesurg.apps.common import (
     write_report,
 )
 from telesurg.apps.robot_audit import RobotAuditFeed
+from telesurg.apps.robot_local_console import start_local_console
 from telesurg.apps.robot_room import RobotRoom, handover_message
 from telesurg.apps.robot_safety_feed import SafetyEventFeed
 from telesurg.link.driver import LinkEndpoint, install_uvloop
@@ -43,6 +44,7 @@ from telesurg.link.events import (
 )
 from telesurg.messages import DecodeError, MessageType, ServoBundle, ServoCommand, Telemetry, decode
 from telesurg.realtime import ROBOT_LINK_PRIORITY, pin_to_option, request_realtime, settle_garbage_collector
+from telesurg.robot.local_console import KeyboardConsole
 from telesurg.robot.ownership import OwnershipDesk
 from telesurg.robot.roles import INSTRUMENT_ARMS, Roster
 from telesurg.robot.servo import ServoConfig, ServoLoop
@@ -335,6 +337,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (ring placement)")
     parser.add_argument("--audit", type=Path, metavar="DIR",
                         help="write the tamper-evident audit log of safety events here (telesurg audit verify)")
+    parser.add_argument("--local-console", action="store_true",
+                        help="the patient-side team's console on standard input, one action a line: "
+                             + KeyboardConsole.help)
     parser.add_argument("--ready-file", type=Path,
                         help="write this file once the link listens and the servo loop runs (for launchers)")
     parser.add_argument("--no-video", action="store_true", help="do not stream the endoscope")
@@ -364,6 +369,8 @@ def run(args: argparse.Namespace) -> int:
         install_stop_signals(stop)
         site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit)
         site.ready_file = args.ready_file
+        if args.local_console:
+            start_local_console(site)
         report = await site.run(args.duration, stop)
         if site.audit is not None:
             site.audit.close(report)

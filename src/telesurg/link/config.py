@@ -57,6 +57,14 @@ class LinkTuning(BaseModel):
     recover_loss_pct: float = Field(0.5, ge=0.0, le=100.0)
     degraded_rtt_ms: float = Field(300.0, gt=0.0)  # "alarm" level of DESIGN.md section 3
     handshake_timeout_s: float = Field(10.0, gt=0.0)
+    # No authenticated datagram on any path for this long: the peer is gone (crashed, rebooted), the
+    # session ends ("peer_silent"). Raven II's ITP uses a 5 s link timeout; the robot's own safety
+    # reacts long before (watchdog 50 ms, latch 1 s), this only frees the session.
+    session_timeout_s: float = Field(5.0, gt=0.0)
+    # Client only: when an established session ends because the peer fell silent or closed it (not
+    # when we closed it, nor when a newer session of ours replaced it), start a new handshake at once
+    # and keep trying, so a console finds a restarted robot by itself.
+    reconnect: bool = False
     max_half_open: int = Field(8, ge=1)
     handshake_rate_per_s: float = Field(2.0, gt=0.0)  # new handshakes per source address
     handshake_burst: int = Field(4, ge=1)

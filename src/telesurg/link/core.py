@@ -75,6 +75,9 @@ class LinkCore(HandshakeMixin):
         self.counters: Counter[str] = Counter()
         self.peer_name: str | None = None
         self.peer_fingerprint: str | None = None
+        self._reconnecting = False  # client: a new handshake after the peer went away (settings.reconnect)
+        self._established_at = 0.0
+        self._closed_by_us = False
 
     @classmethod
     def in_memory(cls, identity: Identity, peer_certs_pem: Sequence[bytes], *, is_client: bool,
@@ -188,8 +191,11 @@ class LinkCore(HandshakeMixin):
         self._flush_reliable(self._session, now)
 
     def close(self, now: float, reason: str = "local_close") -> None:
-        """Tell the peer (best effort, on every path) and forget the session."""
+        """Tell the peer (best effort, on every path) and forget the session; never reconnects after."""
         self._timer_dirty = True
+        self._closed_by_us = True
+        self._reconnecting = False
+        self._pending.clear()
         session = self._session
         if session is not None and self._established:
             inner = bytes([wire.Inner.CLOSE]) + reason.encode()[:200]
@@ -241,6 +247,13 @@ class LinkCore(HandshakeMixin):
         live = [p for p in names if paths[p].state is not _DOWN]
         return live[0] if len(live) == 1 else None
 
+    def _peer_silent_for(self, now: float) -> float:
+        heard = self._established_at
+        for mon in self._paths.values():
+            if mon.last_heard is not None and mon.last_heard > heard:
+                heard = mon.last_heard
+        return now - heard
+
     def _live_paths(self) -> Sequence[str]:
         live = [p for p in self._path_names if self._paths[p].state is not _DOWN]
         return live or self._path_names
@@ -274,6 +287,11 @@ class LinkCore(HandshakeMixin):
     def handle_timer(self, now: float) -> None:
         self._timer_dirty = True
         session = self._session
+        if session is not None and self._established and self._peer_silent_for(now) >= \
+                self.settings.session_timeout_s:
+            self.counters["peer_silent"] += 1
+            self._end_session("peer_silent", now)
+            session = self._session  # None, or the reconnect's pending handshake is not live yet
         if session is not None:
             for name, mon in self._paths.items():
                 change = mon.update(now)
@@ -291,6 +309,8 @@ class LinkCore(HandshakeMixin):
                 self.counters["handshake_timeout"] += 1
                 if self.is_client:
                     self._events.append(SessionClosed("handshake_timeout", now, sid))
+                    if self._reconnecting and not self._pending:
+                        self.connect(now)  # the peer is still away: try again
             else:
                 self._flush_reliable(pending, now)
 

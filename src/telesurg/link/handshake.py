@@ -138,6 +138,8 @@ class HandshakeMixin:
 
     def _on_established(self: LinkCore, session: Session, now: float) -> None:
         self._established = True
+        self._established_at = now
+        self._reconnecting = False
         self._events.append(HandshakeComplete(session.tls.peer_name, session.tls.peer_fingerprint, now,
                                               session.sid))
         queued, self._queued_events = self._queued_events, []
@@ -163,12 +165,18 @@ class HandshakeMixin:
 
     def _end_session(self: LinkCore, reason: str, now: float) -> None:
         self._timer_dirty = True
+        ended = self._session is not None and self._established
         if self._session is not None:
             self._closed_sids.append(self._session.sid)
             self._events.append(SessionClosed(reason, now, self._session.sid))
         self._session = None
         self._established = False
         self._video.clear()
+        peer_went_away = reason == "peer_silent" or (reason.startswith("peer_closed") and not reason.endswith("replaced"))
+        if ended and peer_went_away and self.is_client and self.settings.reconnect and not self._closed_by_us:
+            self.counters["reconnects"] += 1
+            self._reconnecting = True
+            self.connect(now)
 
     def _flush_reliable(self: LinkCore, session: Session, now: float) -> None:
         """Put due reliable frames and any owed ack on every path (sealed once keys are in use)."""
