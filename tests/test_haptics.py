@@ -165,3 +165,29 @@ def test_robot_reports_mujoco_contact_force_and_tool_port_energy():
     assert last.arms[1].energy_to_env_j == last.arms[1].energy_from_env_j == 0.0  # PSM2 touched nothing
     energies = [(m.arms[0].energy_from_env_j, m.arms[0].energy_to_env_j) for m in messages]
     assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(energies, energies[1:], strict=False))  # cumulative
+
+
+def test_bridge_renders_robot_forces_on_a_simulated_handle_around_a_scripted_master():
+    from telesurg.console.haptics.bridge import HapticsBridge, SimulatedHapticMaster
+    from telesurg.console.inputs import ArmMasterState, HapticMaster, MasterState
+
+    class Hand:  # the surgeon's intention: hold the handle at 1 cm
+        def sample(self, now):
+            return MasterState(now, {ArmId.PSM1: ArmMasterState((0.01, 0.0, 0.0))})
+
+        def done(self, now):
+            return now > 1.0
+
+    master = SimulatedHapticMaster(Hand())
+    assert isinstance(master, HapticMaster) and master.done(2.0)  # script methods pass through
+    core = ForceFeedbackCore(HapticsConfig(enabled=True), motion_scale=0.2, arms=(ArmId.PSM1,))
+    bridge = HapticsBridge(core, master)
+    for k in range(2000):
+        now = k * 0.001
+        if k % 2 == 0:  # the robot: 2 N pushing the tool along -x, 500 Hz, with energy to spare for the PC
+            bridge.on_message(ForceFeedback(now, (ArmForce(0, (-2.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0), 1.0, 1.0),)))
+        forces = bridge.tick(now, master.sample(now))
+    np.testing.assert_allclose(forces[ArmId.PSM1], [-2.0, 0.0, 0.0], atol=1e-9)
+    # the hand spring (300 N/m) gives way by F/K: 6.7 mm, inside the 10 mm travel bound
+    assert master.sample(2.0).arms[ArmId.PSM1].position[0] == pytest.approx(0.01 - 2.0 / 300.0, abs=3e-4)
+    assert bridge.received == 1000
