@@ -191,3 +191,5 @@ def test_bridge_renders_robot_forces_on_a_simulated_handle_around_a_scripted_mas
     # the hand spring (300 N/m) gives way by F/K: 6.7 mm, inside the 10 mm travel bound
     assert master.sample(2.0).arms[ArmId.PSM1].position[0] == pytest.approx(0.01 - 2.0 / 300.0, abs=3e-4)
     assert bridge.received == 1000
+    report = bridge.report()
+    assert report["force_messages"] == 1000 and 2.0 <= report["arms"]["PSM1"]["peak_force_n"] <= 3.0

@@ -31,6 +31,7 @@ class HapticsBridge:
         self.master = master if isinstance(master, HapticMaster) else None
         self._inbox: collections.deque[ForceFeedback] = collections.deque(maxlen=64)
         self.received = 0
+        self.peak_force_n = dict.fromkeys(core.arms, 0.0)
 
     def on_message(self, message: ForceFeedback) -> None:
         self._inbox.append(message)  # deque.append is atomic: safe from the link thread
@@ -47,9 +48,22 @@ class HapticsBridge:
                 continue
             force = self.core.tick(arm, now, np.asarray(arm_state.position, dtype=float))
             forces[arm] = force
+            self.peak_force_n[arm] = max(self.peak_force_n[arm], float(np.linalg.norm(force)))
             if self.master is not None:
                 self.master.set_force(arm, (float(force[0]), float(force[1]), float(force[2])), now)
         return forces
+
+    def report(self) -> dict[str, object]:
+        """For the console's JSON report: messages, and per arm the peak force and passivity figures."""
+        arms = {}
+        for arm, state in self.core.arms.items():
+            pc = self.core.passivity[arm]
+            arms[arm.name] = {"peak_force_n": round(self.peak_force_n[arm], 4), "saturated": state.saturated,
+                              "energy_out_j": round(pc.port.energy_out_j, 6),
+                              "energy_remote_j": round(pc.remote_energy_j, 6),
+                              "dissipated_j": round(pc.dissipated_j, 6),
+                              "observer_min_j": round(pc.min_observed_j, 6)}
+        return {"force_messages": self.received, "stale_dropped": self.core.stale_dropped, "arms": arms}
 
 
 class SimulatedHapticMaster:

@@ -123,10 +123,11 @@ class ForceFeedbackCore:
             direction = force / magnitude
             travel = float(np.dot(position - state.anchor, direction))
             state.travel_scale = float(np.clip((cfg.max_feedback_travel_m - travel) / cfg.travel_ramp_m, 0.0, 1.0))
-            force = force * state.travel_scale
             along = float(np.dot(velocity, direction))
-            if state.travel_scale < 1.0 and along > 0.0:  # being pushed away past the ramp start: brake
-                force = force - cfg.travel_brake_ns_per_m * along * direction
+            push = magnitude * state.travel_scale
+            if state.travel_scale < 1.0 and along > 0.0:  # being pushed away past the ramp start: brake,
+                push = max(push - cfg.travel_brake_ns_per_m * along, -cfg.max_force_n)  # within saturation
+            force = push * direction
         if dt > 0.0:
             force = self.passivity[arm].apply(force, velocity, dt)
         state.rendered = force
