@@ -6,7 +6,13 @@ import mujoco
 import numpy as np
 import pytest
 
-from telesurg.console.overlay import COMMANDED_RGB, MEASURED_RGB, PredictiveOverlay, stereo_cameras
+from telesurg.console.overlay import (
+    COMMANDED_RGB,
+    MEASURED_RGB,
+    PredictiveOverlay,
+    endoscope_home_pose,
+    stereo_cameras,
+)
 from telesurg.robot.sim import SimDriver
 
 WIDTH, HEIGHT = 640, 360
@@ -42,6 +48,9 @@ def marker_centroid(renderer: mujoco.Renderer, data: mujoco.MjData, camera: str,
 def test_projection_matches_mujoco_rendering_within_half_a_pixel():
     driver = ready_driver()
     ecm = driver.arms()["ECM"].measured_cp()
+    home_position, home_orientation = endoscope_home_pose()  # what a console computes without telemetry
+    np.testing.assert_allclose(home_position, ecm.position, atol=1e-5)
+    np.testing.assert_allclose(np.abs(home_orientation @ ecm.orientation), 1.0, atol=1e-6)
     left, right = stereo_cameras(ecm.position, ecm.orientation, WIDTH, HEIGHT)
     for eye, camera in (("ECM_left", left), ("ECM_right", right)):  # the camera model, exactly
         cam = driver.model.camera(eye).id

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from telesurg.robot.kinematics import quat_to_matrix
+from telesurg.robot.config import CartConfig
+from telesurg.robot.kinematics import ArmKinematics, quat_to_matrix
 from telesurg.robot.model import STEREO_BASELINE
 
 ENDOSCOPE_FOVY_DEG = 50.0  # robot/model.py camera fovy
@@ -72,6 +73,14 @@ def stereo_cameras(ecm_position: np.ndarray, ecm_orientation_wxyz: np.ndarray, w
     centre = np.asarray(ecm_position, dtype=float)
     return (PinholeCamera(centre + half, rotation, fovy_deg, width, height),
             PinholeCamera(centre - half, rotation, fovy_deg, width, height))
+
+
+def endoscope_home_pose(config: CartConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(position, orientation wxyz) of the ECM tip at its home joints, from the cart configuration: the
+    endoscope pose while the ECM is not moved (telemetry carries only the instrument arms today)."""
+    arm = next(a for a in (config or CartConfig()).arms if a.kind == "ecm")
+    position, orientation = ArmKinematics(arm).forward_quat(np.array(arm.home, dtype=float))
+    return np.asarray(position, dtype=float), np.asarray(orientation, dtype=float)
 
 
 def draw_cross(image: np.ndarray, u: float, v: float, colour: tuple[int, int, int], size: int = 7,
