@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['dissipated_j']:.4f}")
     console.print(table)
     for delay, variants in results.items():
+        if float(delay) == 0.0:
+            continue  # nothing to compare: both are stable without delay
         on, off = variants["ON"], variants["OFF"]
         console.print(f"{delay} ms: OFF/ON energy bound {off['energy_bound_j'] / max(on['energy_bound_j'], 1e-9):.0f}x, "
                       f"speed RMS {off['speed_rms_mm_s'] / max(on['speed_rms_mm_s'], 1e-6):.0f}x")
