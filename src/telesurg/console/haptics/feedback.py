@@ -75,8 +75,8 @@ class ForceFeedbackCore:
     def receive(self, message: ForceFeedback, now: float) -> None:
         """Take one force message; older than the newest already seen (reordered) is dropped."""
         for arm_force in message.arms:
-            state = self.arms.get(ArmId(arm_force.arm)) if arm_force.arm in ArmId._value2member_map_ else None
-            if state is None:
+            state = self.arms.get(arm_force.arm)  # ArmId is an IntEnum: the wire's int finds it
+            if state is None:  # an arm this console does not render (the decoder checked the range)
                 continue
             if message.t_robot <= state.t_robot:
                 self.stale_dropped += 1

@@ -20,9 +20,10 @@ letting alpha grow without cap (or cancelling the force's whole component along 
 observer exactly at zero but makes the PC chatter at the sample rate once the master rests against
 a contact; with the cap the force stays smooth and the observer dips by a bounded few mJ at contact
 onset (bench/haptics.py prints the bound per delay).
-This is the master half of the two-port TDPA; the slave half (limiting the energy the delayed position
-command may inject at the robot, with the console's `energy_in_j` sent to it) is future robot-side
-work, see `SlavePassivityController`, used by the virtual-clock loop (teleop_sim.py) to compare.
+This is the master half of the two-port TDPA; the slave half (an admittance-type PC at the robot
+limiting the energy the delayed position command may inject to the console's `energy_in_j`, sent with
+the commands, Artigas et al. 2011) is future robot-side work: it needs a field in the command stream
+and a change in the supervisor's setpoint path.
 Sans-I/O, per axis-free vectors (3D), numpy only.
 """
 
@@ -91,37 +92,3 @@ class MasterPassivityController:
         self.min_observed_j = min(self.min_observed_j, self.observed_j)
         return force
 
-
-class SlavePassivityController:
-    """Admittance-type PC at the robot: limits the energy a delayed position command may inject into the
-    tool port to what the master put into the channel (`E_to_env <= E_master_in(t - T) / gain`), by
-    holding back the commanded motion (a position drift that the caller keeps). Used by the
-    virtual-clock loop to compare one-sided and two-sided TDPA; not wired into the robot yet."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.remote_energy_j = 0.0  # master's energy_in (slave units), delayed
-        self.energy_to_env_j = 0.0
-        self.drift = np.zeros(3)
-
-    def receive_remote_energy(self, energy_j: float) -> None:
-        self.remote_energy_j = max(self.remote_energy_j, energy_j)
-
-    def command(self, target: np.ndarray, previous_command: np.ndarray, force_env: np.ndarray) -> np.ndarray:
-        """The position to command now: `target` (minus accumulated drift) unless the step would push the
-        environment with more energy than the master supplied, in which case the step along the force
-        is cut."""
-        wanted = target - self.drift
-        step = wanted - previous_command
-        work_to_env = -float(np.dot(force_env, step))  # env force opposes motion into it
-        if self.enabled and work_to_env > 0.0:
-            budget = self.remote_energy_j - self.energy_to_env_j
-            if work_to_env > budget:
-                f2 = float(np.dot(force_env, force_env))
-                cut = (work_to_env - max(budget, 0.0)) / f2 * force_env  # remove just the excess work
-                step = step + cut
-                self.drift = self.drift - cut
-                work_to_env = -float(np.dot(force_env, step))
-        if work_to_env > 0.0:
-            self.energy_to_env_j += work_to_env
-        return previous_command + step
