@@ -88,3 +88,31 @@ def test_bundle_bytes_are_the_head_and_each_command_back_to_back(items):
                      for arm, seq, t, pos, jaw, flags in items)
     expected = bytes([4, 1, len(commands)]) + b"".join(c.encode() for c in commands)
     assert ServoBundle(commands).encode() == expected
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.tuples(finite, finite, finite), finite, finite), min_size=1,
+                max_size=8), finite)
+def test_force_feedback_round_trips(items, t):
+    from telesurg.messages import ArmForce, ForceFeedback
+
+    message = ForceFeedback(t, tuple(ArmForce(arm, f, (1.0, 0.0, 0.0, 0.0), e1, e2) for arm, f, e1, e2 in items))
+    assert decode(message.encode()) == message
+
+
+def test_bad_force_messages_are_rejected_by_reason():
+    from telesurg.messages import ArmForce, ForceFeedback
+
+    good = ForceFeedback(1.0, (ArmForce(0, (0.1, 0.0, -2.0), (1, 0, 0, 0), 0.5, 0.7),)).encode()
+    with pytest.raises(DecodeError, match="length"):
+        decode(good[:-1])
+    with pytest.raises(DecodeError, match="force_count"):
+        decode(bytes([good[0], good[1], 0]) + good[3:])
+    bad_arm = bytearray(good)
+    bad_arm[12] = 7
+    with pytest.raises(DecodeError, match="arm"):
+        decode(bytes(bad_arm))
+    nan = ForceFeedback(1.0, (ArmForce(0, (math.nan, 0.0, 0.0), (1, 0, 0, 0)),)).encode()
+    with pytest.raises(DecodeError, match="non-finite"):
+        decode(nan)
+    with pytest.raises(DecodeError, match="version"):
+        decode(bytes([good[0], 99]) + good[2:])

@@ -24,6 +24,7 @@ class MessageType(enum.IntEnum):
     QUALIFY = 3  # pre-operative test traffic (qualify/): the robot answers it and never moves for it
     SERVO_BUNDLE = 4  # one servo period's commands for several arms in one datagram
     ROOM = 5  # who is connected, each console's link health and master poses (ghosts), JSON
+    FORCE = 6  # tool contact forces and tool-port energies per arm (robot → console, >= 500 Hz)
 
 
 class ArmId(enum.IntEnum):
@@ -155,7 +156,65 @@ class RoomStatus:
         return bytes([MessageType.ROOM, WIRE_VERSION]) + json.dumps(self.body, separators=(",", ":")).encode()
 
 
-def decode(payload: bytes) -> ServoCommand | ServoBundle | Telemetry | RoomStatus:
+# per-arm force: arm, pad, force[3] (N, tool frame), tool quat[4] (w, x, y, z, base frame), energy in/out (J)
+_FORCE_ARM = struct.Struct("!BB3d4d2d")
+# type, version, n arms, pad, t_robot
+_FORCE_HEAD = struct.Struct("!BBBBd")
+
+
+@dataclass(frozen=True, slots=True)
+class ArmForce:
+    """CRTK `measured_cf` of one instrument: the force the environment exerts on the tool (N), in the
+    tool frame, with the tool orientation of the same instant so the console can rotate it into the
+    base frame without mixing in a pose from another telemetry sample. The two energies are the
+    robot-side tool-port observer of the time-domain passivity approach (console/haptics/passivity.py):
+    cumulative work done by the environment on the tool (`energy_from_env_j`) and by the tool on the
+    environment (`energy_to_env_j`), joules since the robot started; cumulative so a lost message loses
+    nothing."""
+
+    arm: int
+    force: tuple[float, float, float]  # N, tool frame
+    orientation: tuple[float, float, float, float]  # tool orientation in the base frame, w, x, y, z
+    energy_from_env_j: float = 0.0
+    energy_to_env_j: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ForceFeedback:
+    """Contact forces of every instrument at robot time `t_robot` (robot clock, s)."""
+
+    t_robot: float
+    arms: tuple[ArmForce, ...]
+
+    def encode(self) -> bytes:
+        head = _FORCE_HEAD.pack(MessageType.FORCE, WIRE_VERSION, len(self.arms), 0, self.t_robot)
+        return head + b"".join(_FORCE_ARM.pack(a.arm, 0, *a.force, *a.orientation, a.energy_from_env_j,
+                                               a.energy_to_env_j) for a in self.arms)
+
+
+def _decode_force(payload: bytes) -> ForceFeedback:
+    if len(payload) < _FORCE_HEAD.size:
+        raise DecodeError("truncated")
+    _, _, n, _, t_robot = _FORCE_HEAD.unpack_from(payload)
+    if not 1 <= n <= MAX_BUNDLE:
+        raise DecodeError("force_count")
+    if len(payload) != _FORCE_HEAD.size + n * _FORCE_ARM.size:
+        raise DecodeError("length")
+    if not math.isfinite(t_robot):
+        raise DecodeError("non-finite")
+    arms = []
+    for i in range(n):
+        arm, _, fx, fy, fz, qw, qx, qy, qz, e_from, e_to = _FORCE_ARM.unpack_from(
+            payload, _FORCE_HEAD.size + i * _FORCE_ARM.size)
+        if arm > max(ArmId):
+            raise DecodeError("arm")
+        if not all(map(math.isfinite, (fx, fy, fz, qw, qx, qy, qz, e_from, e_to))):
+            raise DecodeError("non-finite")
+        arms.append(ArmForce(arm, (fx, fy, fz), (qw, qx, qy, qz), e_from, e_to))
+    return ForceFeedback(t_robot, tuple(arms))
+
+
+def decode(payload: bytes) -> ServoCommand | ServoBundle | Telemetry | RoomStatus | ForceFeedback:
     """Decode one application payload; raise DecodeError (never anything else) on malformed input."""
     if len(payload) < 2:
         raise DecodeError("truncated")
@@ -207,4 +266,6 @@ def decode(payload: bytes) -> ServoCommand | ServoBundle | Telemetry | RoomStatu
         if not isinstance(body, dict):
             raise DecodeError("room_json")
         return RoomStatus(body)
+    if kind == MessageType.FORCE:
+        return _decode_force(payload)
     raise DecodeError("type")

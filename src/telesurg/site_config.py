@@ -50,6 +50,8 @@ class RobotSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     servo_hz: float = Field(1000.0, ge=100, le=5000)
     telemetry_hz: float = Field(100.0, ge=1, le=1000)
+    force_hz: float = Field(0.0, ge=0, le=1000, description="tool force messages per second for force feedback "
+                                                            "(robot/force_feedback.py); 0 = off, 500 with haptics")
     controller: str | None = Field(None, description="certificate name of the console given the arms at start "
                                                       "(when no [[robot.consoles]] roster is given)")
     consoles: list[ConsoleEntry] = Field(default_factory=list, description="roles of the consoles (robot/roles.py)")

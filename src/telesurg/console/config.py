@@ -13,6 +13,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from telesurg.console.haptics.config import HapticsConfig
 from telesurg.messages import ArmId
 
 
@@ -83,6 +84,7 @@ class ConsoleConfig(_Strict):
         description="robot.supervisor.SupervisorState names in which the arm follows the console")
     tremor_filter: TremorFilterConfig = TremorFilterConfig()
     alarms: AlarmConfig = AlarmConfig()
+    haptics: HapticsConfig = HapticsConfig()  # force feedback, off by default (console/haptics/)
 
     @field_validator("arms", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from telesurg.console.config import ConsoleConfig
-from telesurg.console.inputs import ArmMasterState, HapticMaster, MasterInput
+from telesurg.console.inputs import ArmMasterState, HapticMaster, MasterInput, MasterState
 from telesurg.console.mapping import ArmTeleop, RobotArmView, TeleopMode
 from telesurg.console.tremor import TremorFilter
 from telesurg.messages import ArmId, ArmTelemetry, ServoCommand, Telemetry
@@ -110,6 +110,7 @@ class ConsoleCore:
         # to command (a robot serving one console); the supervisor judges ownership either way.
         self.slot: int | None = None
         self._owned: dict[ArmId, bool] = dict.fromkeys(config.arms, True)
+        self.last_master_state: MasterState | None = None
 
     # -- inputs from the driver ----------------------------------------------------------------------
     def set_clock_offset(self, offset_s: float | None) -> None:
@@ -180,6 +181,7 @@ class ConsoleCore:
     # -- one command period ---------------------------------------------------------------------------
     def _produce(self, now: float) -> list[ServoCommand]:
         state = self.master.sample(now)
+        self.last_master_state = state  # force feedback (console/haptics/bridge.py) renders on this sample
         commands: list[ServoCommand] = []
         owned = self._owned
         for arm, teleop, tremor, arm_id in self._per_arm:

@@ -66,6 +66,21 @@ class Arm(Protocol):
 
 
 @runtime_checkable
+class ForceSensingArm(Arm, Protocol):
+    """An arm that can also report CRTK `measured_cf`: the force (N) the environment exerts on the
+    tool, in the tool frame (tool-tip site axes). Optional: an arm without force sensing simply lacks
+    the method, and `measured_cf_of` returns None for it (never a made-up zero)."""
+
+    def measured_cf(self) -> np.ndarray: ...
+
+
+def measured_cf_of(arm: Arm) -> np.ndarray | None:
+    """`arm.measured_cf()` when the driver senses force, else None (the console then renders none)."""
+    measure = getattr(arm, "measured_cf", None)
+    return None if measure is None else np.asarray(measure(), dtype=float)
+
+
+@runtime_checkable
 class Driver(Protocol):
     """A patient-side cart: named arms plus a step function the servo loop calls once per period."""
 

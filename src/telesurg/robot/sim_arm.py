@@ -67,6 +67,11 @@ class SimArm:
         if self.has_jaw:
             self._jaw_qadr = [int(model.jnt_qposadr[model.joint(f"{self.name}_jaw{i}").id]) for i in (1, 2)]
             self._jaw_act = [int(model.actuator(f"{self.name}_jaw{i}").id) for i in (1, 2)]
+        self._model = model
+        self._tip_site = int(model.site(f"{self.name}_tool_tip").id)
+        self._is_finger = np.zeros(model.ngeom, dtype=bool)  # the only tool geoms that collide (model.py)
+        if self.has_jaw:
+            self._is_finger[[int(model.geom(f"{self.name}_finger{i}").id) for i in (1, 2)]] = True
         self._home = np.array(config.home, dtype=float)
         self._home_list: list[float] = self._home.tolist()
         self._n = len(self._home_list)
@@ -122,6 +127,34 @@ class SimArm:
             return 0.0
         qpos = self._data.qpos
         return float(qpos[self._jaw_qadr[0]]) - float(qpos[self._jaw_qadr[1]])
+
+    def measured_cf(self) -> np.ndarray:
+        """CRTK `measured_cf`: net contact force (N) the environment exerts on this tool, in the tool
+        frame (tool-tip site axes; +z along the shaft, out of the tip). Sum over the contacts touching
+        the jaw fingers, the only tool geoms that collide (model.py): a ring squeezed between the
+        fingers adds equal and opposite forces, so only the net external force remains, as a wrist
+        force sensor would see it. The grasp assist's weld (a held ring's weight) is not a contact
+        and is not included. Zero for the endoscope."""
+        ncon = self._data.ncon
+        if not self.has_jaw or ncon == 0:
+            return np.zeros(3)
+        contact = self._data.contact
+        g1, g2 = contact.geom1[:ncon], contact.geom2[:ncon]
+        ours = np.flatnonzero(self._is_finger[g1] | self._is_finger[g2])
+        if ours.size == 0:  # the common case, kept cheap: this runs at the force rate (500 Hz)
+            return np.zeros(3)
+        local = np.empty((ours.size, 3))
+        wrench = np.zeros(6)
+        for j, i in enumerate(ours.tolist()):
+            mujoco.mj_contactForce(self._model, self._data, i, wrench)
+            local[j] = wrench[:3]
+        frames = contact.frame[ours].reshape(-1, 3, 3)  # rows: normal, tangents (world)
+        world = np.einsum("nij,ni->nj", frames, local)
+        # the contact force acts on geom2 along +normal (from geom1 to geom2), on geom1 opposite
+        sign = np.where(self._is_finger[g2[ours]], 1.0, -1.0)
+        force = sign @ world
+        rot = self._data.site_xmat[self._tip_site].reshape(3, 3)
+        return rot.T @ force
 
     # -- CRTK: commands ---------------------------------------------------------------------------
     def _accepting(self) -> bool:
