@@ -33,6 +33,8 @@ from telesurg.apps.console_room import ConsoleRoom, parse_hand_over
 from telesurg.console.alarms import AlarmChange, AlarmEvaluator, RobotAlarmInput
 from telesurg.console.consult import ConsultantInput
 from telesurg.console.core import ConsoleCore
+from telesurg.console.haptics.bridge import HapticsBridge, SimulatedHapticMaster
+from telesurg.console.haptics.feedback import ForceFeedbackCore
 from telesurg.console.inputs import MasterInput, ScriptedSurgeonInput, ScriptedTaskInput
 from telesurg.console.status import LiveStatus, render_text, snapshot_from
 from telesurg.link.driver import LinkEndpoint, install_uvloop
@@ -51,6 +53,7 @@ from telesurg.messages import (
     FLAG_REENGAGE,
     ArmId,
     DecodeError,
+    ForceFeedback,
     RoomStatus,
     ServoBundle,
     ServoCommand,
@@ -124,6 +127,9 @@ class ConsoleSite:
         self.want_video = config.video.enabled if video is None else video
         self.video: Any = None
         self._telemetry: collections.deque[Telemetry] = collections.deque(maxlen=4)
+        haptics = config.console.haptics
+        self.haptics = (HapticsBridge(ForceFeedbackCore(haptics, config.console.scale, config.console.registration_wxyz,
+                                                        config.console.arms), master) if haptics.enabled else None)
         self._ticker = DeadlineLoop(1.0 / config.console.rate_hz, self._tick, spin_s=0.0, name="console-tick",
                                     realtime_priority=CONSOLE_TICKER_PRIORITY)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,6 +162,8 @@ class ConsoleSite:
         elif isinstance(message, RoomStatus):
             self.room.on_status(message.body)
             self.tap.publish(Topic.ROOM, event.at, message.body)
+        elif isinstance(message, ForceFeedback) and self.haptics is not None:
+            self.haptics.on_message(message)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, HandshakeComplete | SessionClosed | PeerRefused):
@@ -210,6 +218,8 @@ class ConsoleSite:
             return
         self.room.before_tick(now)
         commands = self.core.tick(now)
+        if self.haptics is not None and self.core.last_master_state is not None:
+            self.haptics.tick(now, self.core.last_master_state)
         if self.finishing:  # the surgeon lets go: the robot goes FOLLOWING -> READY, not to a watchdog hold
             commands = [replace(c, flags=c.flags & ~(FLAG_ENGAGED | FLAG_REENGAGE)) for c in commands]
         if commands:
@@ -253,7 +263,8 @@ class ConsoleSite:
                 await wait_stop(stop, 0.25)
                 self._observe(status)
                 master = self.core.master
-                if self.stop_when_done and isinstance(master, ScriptedTaskInput) and master.done(time.monotonic()):
+                script = getattr(master, "inner", master)  # a SimulatedHapticMaster wraps the script
+                if self.stop_when_done and isinstance(script, ScriptedTaskInput) and script.done(time.monotonic()):
                     done_at = done_at or time.monotonic()
                     if time.monotonic() - done_at >= SETTLE_S:
                         break
@@ -338,6 +349,7 @@ class ConsoleSite:
                                 for k, v in r.items() if k != "sid"} for r in self.sessions],
             **self.room.report(),
             "link_realtime": self.link_realtime,
+            **({"haptics": self.haptics.report()} if self.haptics is not None else {}),
         }
         if self.video is not None:
             report["video"] = video = self.video.report()
@@ -367,6 +379,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to wait for the robot")
     parser.add_argument("--cpus", help="run this site on these CPUs only (e.g. 1 or 2-3); video may use any")
     add_idle_poll_option(parser)
+    parser.add_argument("--haptics", action="store_true", help="force feedback on a simulated motorised handle "
+                        "around the master input (console/haptics/)")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr (keeps the live display clean)")
 
@@ -377,6 +391,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, ConsoleSiteConfig)
         master, script_s = make_input(args.script, config, args.rings)
+        if args.haptics:
+            master = SimulatedHapticMaster(master)
+            config.console = config.console.model_copy(update={"haptics": config.console.haptics.model_copy(
+                update={"enabled": True})})
         config.video = config.video.overridden(fps=args.video_fps)
         request_arms = [parse_arm(name) for name in args.request_arm]
         hand_over = parse_hand_over(args.hand_over) if args.hand_over else None

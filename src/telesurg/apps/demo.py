@@ -81,6 +81,8 @@ def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], consol
     }
     if "video" in console:
         report["video"] = console["video"]
+    if "haptics" in console:
+        report["haptics"] = console["haptics"]
     return report
 
 
@@ -111,6 +113,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     robot_ready = workdir / "robot.ready"
     robot_ready.unlink(missing_ok=True)
     robot_extra = ["--seed", str(args.seed), "--ready-file", str(robot_ready), *robot_video, *_cpus_flag(robot_cpus)]
+    if args.haptics:
+        robot_extra += ["--force-hz", "500"]
     robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, robot_extra),
                              env=env, stdout=robot_log, stderr=subprocess.STDOUT)
     if not await _wait_ready(robot, robot_ready):  # as long as it takes a slow machine, while it lives
@@ -126,6 +130,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                      "--log-file", str(workdir / "console.log"), *video]
     if args.duration is not None:
         console_extra += ["--duration", str(args.duration)]
+    if args.haptics:
+        console_extra.append("--haptics")
     if args.consoles > 1:  # the lead hands PSM1 to the consultant mid-task, and gets it back
         console_extra += ["--hand-over", f"PSM1@{_hand_over_time(args.rings):.2f}"]
     if not args.live:
@@ -308,6 +314,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                            "from the moment the scripted surgeon is first following")
     parser.add_argument("--report", type=Path, default=Path("demo-report.json"))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--haptics", action="store_true", help="force feedback: the robot sends tool forces at "
+                        "500 Hz, the console renders them on a simulated handle (console/haptics/)")
     parser.add_argument("--rings", type=int, default=6, help="rings the scripted surgeon moves (1-6)")
     parser.add_argument("--no-video", action="store_true", help="control path only")
     parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"), default="sim-endoscope",

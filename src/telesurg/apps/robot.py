@@ -42,7 +42,15 @@ from telesurg.link.events import (
     SessionClosed,
     SessionEventReceived,
 )
-from telesurg.messages import DecodeError, MessageType, ServoBundle, ServoCommand, Telemetry, decode
+from telesurg.messages import (
+    DecodeError,
+    ForceFeedback,
+    MessageType,
+    ServoBundle,
+    ServoCommand,
+    Telemetry,
+    decode,
+)
 from telesurg.realtime import ROBOT_LINK_PRIORITY, pin_to_option, request_realtime, settle_garbage_collector
 from telesurg.robot.local_console import KeyboardConsole
 from telesurg.robot.ownership import OwnershipDesk
@@ -74,8 +82,10 @@ class RobotSite:
         self.sim = SimDriver(seed=seed)
         self.supervisor = SafetySupervisor(config.safety, INSTRUMENT_ARMS)
         self.servo = ServoLoop(self.supervisor, self.sim,
-                               ServoConfig(rate_hz=config.robot.servo_hz, telemetry_hz=config.robot.telemetry_hz),
-                               on_telemetry=self._on_telemetry, on_decision=self._on_decision)
+                               ServoConfig(rate_hz=config.robot.servo_hz, telemetry_hz=config.robot.telemetry_hz,
+                                           force_hz=config.robot.force_hz),
+                               on_telemetry=self._on_telemetry, on_decision=self._on_decision,
+                               on_force=self._on_force)
         self.endpoint = LinkEndpoint.from_config(config.link, is_client=False, multi_session=True,
                                                  on_message=self._on_message, on_event=self._on_event,
                                                  stamp_arrivals=True)
@@ -218,6 +228,11 @@ class RobotSite:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._send_telemetry, telemetry.encode())
 
+    def _on_force(self, forces: ForceFeedback) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._send_telemetry, forces.encode())
+
     def _send_telemetry(self, payload: bytes) -> None:
         if self.endpoint.established:
             self.endpoint.send(MessageClass.TELEMETRY, payload)
@@ -335,6 +350,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, help="write a JSON report here on exit")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (ring placement)")
+    parser.add_argument("--force-hz", type=float, help="tool force messages per second (force feedback; "
+                        "default: robot.force_hz of the config, 0 = off)")
     parser.add_argument("--audit", type=Path, metavar="DIR",
                         help="write the tamper-evident audit log of safety events here (telesurg audit verify)")
     parser.add_argument("--local-console", action="store_true",
@@ -356,6 +373,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, RobotSiteConfig)
         config.video = config.video.overridden(source=args.video_source, fps=args.video_fps)
+        if args.force_hz is not None:
+            config.robot = config.robot.model_copy(update={"force_hz": args.force_hz})
     except (ConfigError, ValueError) as exc:
         print(f"telesurg robot: {exc}")
         return 2

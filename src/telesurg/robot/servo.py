@@ -44,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from telesurg.messages import ArmId, ArmTelemetry, ServoCommand, Telemetry
+from telesurg.messages import ArmId, ArmTelemetry, ForceFeedback, ServoCommand, Telemetry
 from telesurg.realtime import SERVO_PRIORITY, request_realtime
 from telesurg.robot.driver import Driver
+from telesurg.robot.force_feedback import ForceSampler
 from telesurg.robot.local_console import LocalConsole
 from telesurg.robot.supervisor import Decision, SafetySupervisor
 
@@ -59,6 +60,7 @@ MISSED_LATE_S = 0.002  # a period that starts more than 2 ms late counts as a mi
 class ServoConfig:
     rate_hz: float = 1000.0
     telemetry_hz: float = 100.0
+    force_hz: float = 0.0  # ForceFeedback messages per second (robot/force_feedback.py); 0 = off
     switch_interval_s: float | None = 0.0002  # None: leave the interpreter's setting alone
     spin_s: float = 0.0  # spin (instead of sleep) for the last part of each wait; see the module docstring
     realtime_priority: int | None = SERVO_PRIORITY  # SCHED_FIFO priority for the servo thread where allowed; None: never
@@ -184,8 +186,8 @@ class ServoLoop:
     def __init__(self, supervisor: SafetySupervisor, driver: Driver, config: ServoConfig | None = None,
                  on_telemetry: Callable[[Telemetry], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_decision: Callable[[ServoCommand, Decision, float, float | None, str, int], None] | None = None
-                 ) -> None:
+                 on_decision: Callable[[ServoCommand, Decision, float, float | None, str, int], None] | None = None,
+                 on_force: Callable[[ForceFeedback], None] | None = None) -> None:
         self.supervisor = supervisor
         self.driver = driver
         self.config = config or ServoConfig()
@@ -201,6 +203,9 @@ class ServoLoop:
         self._inbox: queue.SimpleQueue[tuple[ServoCommand, str, int, float | None]] = queue.SimpleQueue()
         self._operator: collections.deque[Callable[[LocalConsole, float], None]] = collections.deque()
         self._telemetry_every = max(1, round(self.config.rate_hz / self.config.telemetry_hz))
+        self.on_force = on_force  # called on the servo thread: keep it short (hand the bytes to the link)
+        self._forces = (ForceSampler(self._arms, supervisor.arm_names, self.config.rate_hz, self.config.force_hz)
+                        if on_force is not None and self.config.force_hz > 0 else None)
         self._count = 0
         self._previous_switch: float | None = None
         on_arrival = self._on_arrival if self.config.apply_on_arrival else None
@@ -264,6 +269,10 @@ class ServoLoop:
         self._count += 1
         if publish and self.on_telemetry is not None:
             self.on_telemetry(self._telemetry(now, measured, jaw, operating))
+        if self._forces is not None and self.on_force is not None:
+            forces = self._forces.sample(now)
+            if forces is not None:
+                self.on_force(forces)
 
     def _on_arrival(self, item: tuple[ServoCommand, str, int, float | None], now: float) -> None:
         """Between periods: judge what arrived and, if accepted, hand the new setpoints over now."""
