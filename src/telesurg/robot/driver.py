@@ -83,3 +83,20 @@ class Driver(Protocol):
         """Advance the hardware I/O (or the physics) by one servo period of `dt` seconds."""
         ...
     def close(self) -> None: ...
+
+
+DRIVER_KINDS = ("mujoco", "kinematic")
+
+
+def open_driver(kind: str, seed: int = 0) -> Driver:
+    """The cart for `telesurg robot --driver KIND`: "mujoco" (physics, rings, endoscope pictures) or
+    "kinematic" (no physics, for hardware-in-the-loop tests; no rings, no rendered endoscope)."""
+    if kind == "mujoco":
+        from .sim import SimDriver
+
+        return SimDriver(seed=seed)
+    if kind == "kinematic":
+        from .kinematic_driver import KinematicConfig, KinematicDriver
+
+        return KinematicDriver(settings=KinematicConfig(seed=seed))
+    raise ValueError(f"driver {kind!r}: expected one of {', '.join(DRIVER_KINDS)}")
