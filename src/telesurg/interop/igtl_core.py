@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyigtl
 from pyigtl.messages import MessageBase
-from scipy.spatial.transform import Rotation
 
 from telesurg.messages import ArmId, Telemetry
+from telesurg.robot.kinematics import quat_rows
 
 HEADER_SIZE = MessageBase.IGTL_HEADER_SIZE  # 58 bytes: version, type, device, timestamp, body size, CRC
 MAX_INCOMING_BODY = 1 << 20  # a read-only server has no use for big uploads: larger bodies end the connection
@@ -66,9 +66,8 @@ def pose_matrix_mm(position_m: tuple[float, ...] | np.ndarray, orientation_wxyz:
     norm = float(np.linalg.norm(quat)) if quat.shape == (4,) else math.nan
     if not math.isfinite(norm) or norm < 1e-9:
         raise ValueError(f"orientation must be a non-zero finite quaternion (w, x, y, z), got {orientation_wxyz!r}")
-    w, x, y, z = quat / norm
     matrix = np.eye(4)
-    matrix[:3, :3] = Rotation.from_quat([x, y, z, w]).as_matrix()  # scipy orders (x, y, z, w)
+    matrix[:3, :3] = np.array(quat_rows(*(quat / norm).tolist())).reshape(3, 3)  # MuJoCo's formula, as the FK
     matrix[:3, 3] = position * 1000.0
     return matrix
 
