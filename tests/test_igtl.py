@@ -222,3 +222,39 @@ def test_bad_listen_addresses_give_one_line_errors() -> None:
     assert parse_listen_address(":18944") == ("127.0.0.1", 18944)  # loopback unless asked otherwise
     assert parse_listen_address("0.0.0.0:18944") == ("0.0.0.0", 18944)
     assert start_igtl(None) is None
+
+
+def test_servo_loop_thread_feeds_the_server_as_the_robot_site_wires_it(client_factory) -> None:
+    """The real 1 kHz ServoLoop thread on the kinematic driver, telemetry -> offer_telemetry -> client:
+    the poses Slicer sees are the arms' measured poses, and every arm moves only as the robot decides."""
+    from telesurg.robot.config import CartConfig
+    from telesurg.robot.kinematic_driver import KinematicDriver
+    from telesurg.robot.safety_config import SupervisorConfig, workspaces_from_cart
+    from telesurg.robot.servo import ServoConfig, ServoLoop
+    from telesurg.robot.supervisor import SafetySupervisor, SupervisorState
+
+    cart = CartConfig()
+    driver = KinematicDriver(cart)
+    sup = SafetySupervisor(SupervisorConfig(workspace=workspaces_from_cart(cart)), ["PSM1", "PSM2"])
+    server = start_igtl("127.0.0.1:0", IgtlConfig(pose_hz=30.0, image_hz=0.0))
+    assert server is not None
+    loop = ServoLoop(sup, driver, ServoConfig(), on_telemetry=server.offer_telemetry)
+    loop.operator(lambda console, now: console.enable(now))
+    loop.start()
+    try:
+        wait_until(lambda: sup.state("PSM2") is SupervisorState.READY)
+        client = client_factory(server)
+        meddler = client_factory(server)
+        move = np.eye(4)
+        move[:3, 3] = (0.0, 0.0, -200.0)
+        meddler.send_message(pyigtl.TransformMessage(move, device_name="PSM2"), wait=True)
+        for _ in range(3):  # the latest poses, after the meddling
+            psm2 = client.wait_for_message("PSM2", timeout=5)
+        wait_until(lambda: server.stats()["incoming_ignored"] == 1)
+    finally:
+        loop.stop()
+        server.stop()
+    measured = driver.arms()["PSM2"].measured_cp()
+    np.testing.assert_allclose(psm2.matrix, pose_matrix_mm(measured.position, measured.orientation), atol=1e-4)
+    assert loop.error is None and server.error is None and sup.violations == 0
+    assert sup.state("PSM2") is SupervisorState.READY  # nobody moved it
