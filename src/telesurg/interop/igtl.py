@@ -78,11 +78,15 @@ class IgtlServer:
     """Listens at construction (so a bad address fails at start-up), serves from `start()` to `stop()`."""
 
     def __init__(self, address: str | tuple[str, int], config: IgtlConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 picture_source: Callable[[], tuple[np.ndarray, float] | None] | None = None) -> None:
+        """`picture_source`, if given, is called on the server's thread when a picture is due and
+        returns (picture, monotonic capture time) or None (e.g. `SharedPicture.read`)."""
         host, port = parse_listen_address(address) if isinstance(address, str) else address
         text = address if isinstance(address, str) else f"{host}:{port}"
         self.config = config or IgtlConfig()
         self.clock = clock
+        self.picture_source = picture_source
         self.publisher = IgtlPublisher(self.config, wall_minus_mono=time.time() - time.monotonic())
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -117,7 +121,8 @@ class IgtlServer:
         self.publisher.offer_telemetry(telemetry)
 
     def offer_image(self, rgb: np.ndarray, t_mono: float | None = None) -> None:
-        """The latest endoscope picture (HxWx3 uint8); sent at `image_hz`, decimated to `image_max_width`."""
+        """The latest endoscope picture (HxWx3 RGB or HxW grey, uint8); sent at `image_hz`, decimated
+        to `image_max_width`. From another process, use `picture_source` with a `SharedPicture`."""
         self.publisher.offer_image(rgb, self.clock() if t_mono is None else t_mono)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -163,18 +168,32 @@ class IgtlServer:
         try:
             while not self._stop.is_set():
                 now = self.clock()
-                timeout = min(max(self.publisher.next_deadline() - now, 0.0), _IDLE_WAKE_S)
+                timeout = _IDLE_WAKE_S  # nobody connected: publish nothing, just listen
+                if self._clients:
+                    timeout = min(max(self.publisher.next_deadline() - now, 0.0), _IDLE_WAKE_S)
                 for key, mask in self._selector.select(timeout):
                     if key.fileobj is self._listener:
                         self._accept()
                     else:
                         self._service(key.fileobj, mask)  # type: ignore[arg-type]
-                messages = self.publisher.due(self.clock())
-                if messages and self._clients:
-                    self._queue(messages)
+                if self._clients:
+                    self._publish(self.clock())
         except BaseException as exc:  # noqa: BLE001 - a broken side interface must never take the robot down
             self.error = exc
             log.exception("OpenIGTLink server stopped")
+
+    def _publish(self, now: float) -> None:
+        if self.picture_source is not None and self.publisher.image_due(now):
+            try:
+                picture = self.picture_source()
+            except Exception:  # noqa: BLE001 - a broken picture source must not stop the poses
+                self.counters["picture_errors"] += 1
+                picture = None
+            if picture is not None:
+                self.publisher.offer_image(*picture)
+        messages = self.publisher.due(now)
+        if messages:
+            self._queue(messages)
 
     def _accept(self) -> None:
         try:
@@ -254,12 +273,13 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def start_igtl(address: str | None, config: IgtlConfig | None = None) -> IgtlServer | None:
+def start_igtl(address: str | None, config: IgtlConfig | None = None,
+               picture_source: Callable[[], tuple[np.ndarray, float] | None] | None = None) -> IgtlServer | None:
     """The robot site's helper: None when `--igtl` was not given, else a started server.
 
     Raises IgtlAddressError (a ValueError with a one-line message) on a bad or busy address."""
     if not address:
         return None
-    server = IgtlServer(address, config)
+    server = IgtlServer(address, config, picture_source=picture_source)
     server.start()
     return server

@@ -109,13 +109,17 @@ class IgtlPublisher:
         self._telemetry = telemetry
 
     def offer_image(self, rgb: np.ndarray, t_mono: float) -> None:
-        """The latest endoscope picture (HxWx3 uint8, or HxW) taken at monotonic time `t_mono`."""
+        """The latest endoscope picture (HxWx3 RGB or HxW grey, uint8) taken at monotonic time `t_mono`."""
         self._image = (rgb, t_mono)
 
     # -- schedule ----------------------------------------------------------------------------------
     def next_deadline(self) -> float:
         """Earliest time at which `due` may return something (monotonic seconds)."""
         return min(self._next_pose, self._next_image) if self.config.image_hz > 0 else self._next_pose
+
+    def image_due(self, now: float) -> bool:
+        """True when a picture offered now would be sent now (the caller may fetch one first)."""
+        return self.config.image_hz > 0 and now >= self._next_image
 
     def due(self, now: float) -> list[bytes]:
         """Packed messages to send at `now`. A deadline with nothing new moves one period on (the
@@ -158,7 +162,7 @@ class IgtlPublisher:
 
     def _image_message(self, rgb: np.ndarray, t_mono: float) -> bytes:
         picture = decimate(np.asarray(rgb, dtype=np.uint8), self.config.image_max_width)
-        if picture.ndim == 3:  # pyigtl axes are (k, j, i, components): one slice of HxW pixels
+        if picture.ndim in (2, 3):  # pyigtl axes are (k, j, i[, components]): one slice of HxW pixels
             picture = picture[np.newaxis]
         message = pyigtl.ImageMessage(picture, timestamp=t_mono + self.wall_minus_mono,
                                       device_name=self.config.image_device)
