@@ -219,6 +219,9 @@ def test_bad_listen_addresses_give_one_line_errors() -> None:
             assert fragment in message and "\n" not in message and text in message, message
     finally:
         busy.close()
+    unstarted = IgtlServer(("127.0.0.1", 0))
+    unstarted.stop()
+    unstarted.stop()  # idempotent, and fine without start()
     assert parse_listen_address(":18944") == ("127.0.0.1", 18944)  # loopback unless asked otherwise
     assert parse_listen_address("0.0.0.0:18944") == ("0.0.0.0", 18944)
     assert start_igtl(None) is None

@@ -131,6 +131,9 @@ class IgtlServer:
         log.info("OpenIGTLink server on %s:%d (read-only)", *self.address)
 
     def stop(self) -> None:
+        """Stop serving and close every socket; safe to call twice, or without `start()`."""
+        if self._stop.is_set() and self._listener.fileno() == -1:
+            return
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(2.0)
