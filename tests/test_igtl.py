@@ -261,3 +261,33 @@ def test_servo_loop_thread_feeds_the_server_as_the_robot_site_wires_it(client_fa
     np.testing.assert_allclose(psm2.matrix, pose_matrix_mm(measured.position, measured.orientation), atol=1e-4)
     assert loop.error is None and server.error is None and sup.violations == 0
     assert sup.state("PSM2") is SupervisorState.READY  # nobody moved it
+
+
+def test_a_client_that_never_reads_loses_messages_and_stalls_nobody(client_factory) -> None:
+    config = IgtlConfig(pose_hz=100.0, image_hz=30.0, max_backlog_bytes=64 << 10, send_buffer_bytes=16 << 10)
+    stop = threading.Event()
+    with IgtlServer(("127.0.0.1", 0), config) as server:
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", server.address[1]))  # connects, then never reads
+        try:
+            def source() -> None:
+                rng = np.random.default_rng(5)
+                while not stop.is_set():
+                    server.offer_telemetry(telemetry(time.monotonic()))
+                    server.offer_image(rng.integers(0, 255, size=(48, 64, 3), dtype=np.uint8))
+                    time.sleep(0.002)
+
+            producer = threading.Thread(target=source)
+            producer.start()
+            try:
+                wait_until(lambda: server.counters["dropped_slow"] > 0, timeout=10)
+                counts = _count_messages(server.address[1], 1.0)  # a reader that keeps up, meanwhile
+            finally:
+                stop.set()
+                producer.join()
+        finally:
+            stalled.close()
+    assert counts.get("TRANSFORM:PSM1", 0) >= 50, counts  # 100 Hz: the fast reader was not held back
+    assert counts.get("IMAGE:Endoscope", 0) >= 15, counts  # 30 Hz
+    assert server.error is None

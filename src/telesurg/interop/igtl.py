@@ -209,6 +209,8 @@ class IgtlServer:
             return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.config.send_buffer_bytes is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_bytes)
         self._clients[sock] = _Client(sock, address)
         self._selector.register(sock, selectors.EVENT_READ, None)
         self.counters["connections"] += 1

@@ -42,6 +42,7 @@ class IgtlConfig:
     image_max_width: int = 320  # larger pictures are decimated: packing 320x180 RGB costs ~1.4 ms
     max_clients: int = 4
     max_backlog_bytes: int = 4 << 20  # per client: a slow reader loses messages, never stalls the others
+    send_buffer_bytes: int | None = None  # SO_SNDBUF per client (None: the kernel's); small = less stale data queued
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.pose_hz <= 200.0:
