@@ -29,7 +29,7 @@ import numpy as np
 
 from .config import ArmConfig, CartConfig
 from .driver import ArmOperatingState, OperatingState, Pose
-from .kinematics import ArmKinematics, float_list, matrix_to_quat
+from .kinematics import ArmKinematics, float_list, rows_quat
 
 log = logging.getLogger("telesurg.robot.kinematic")
 
@@ -81,6 +81,8 @@ class KinematicArm:
         self._state = OperatingState.DISABLED
         self._homed = self._homing = self._busy = False
         self._stalled = False
+        self._moving = False  # the setpoint still has to travel to the goal
+        self._settled = True  # joints (and jaw) sit exactly on the setpoint: nothing to integrate
         self._tracking_bad_for = 0.0
         self.ignored_commands = 0
         self.fault_reason: str | None = None
@@ -90,8 +92,8 @@ class KinematicArm:
         return self._joints + self._noise
 
     def measured_cp(self) -> Pose:
-        position, rot = self.kinematics.forward(self.measured_js())
-        return Pose(position, matrix_to_quat(rot))
+        position, rot = self.kinematics.forward_rows((self._joints + self._noise).tolist())
+        return Pose(np.array(position), np.array(rows_quat(rot)))
 
     def measured_cv(self) -> np.ndarray:
         return self.kinematics.twist(self._joints, self._velocity)
@@ -100,8 +102,8 @@ class KinematicArm:
         return self._setpoint.copy()
 
     def setpoint_cp(self) -> Pose:
-        position, rot = self.kinematics.forward(self._setpoint)
-        return Pose(position, matrix_to_quat(rot))
+        position, rot = self.kinematics.forward_rows(self._setpoint.tolist())
+        return Pose(np.array(position), np.array(rows_quat(rot)))
 
     def measured_jaw(self) -> float:
         return self._jaw if self.has_jaw else 0.0
@@ -121,7 +123,7 @@ class KinematicArm:
         if q.shape != self._home.shape or not np.all(np.isfinite(q)):
             raise ValueError(f"{self.name}: joint vector must be {self._home.size} finite values, got {q!r}")
         self._goal = np.clip(q, self._lower, self._upper)
-        self._speed_scale, self._busy = speed_scale, busy
+        self._speed_scale, self._busy, self._moving = speed_scale, busy, True
 
     def _ik(self, pose: Pose, command: str) -> np.ndarray:
         position = float_list(pose.position, 3)
@@ -168,7 +170,7 @@ class KinematicArm:
             if state is OperatingState.DISABLED:
                 self._resync()
             self._enter(OperatingState.ENABLED, "home")
-            self._goal, self._speed_scale = self._home.copy(), 0.5
+            self._goal, self._speed_scale, self._moving = self._home.copy(), 0.5, True
             self._homing, self._homed, self._jaw_goal = True, False, 0.0
         elif command == "pause" and state is OperatingState.ENABLED:
             self._enter(OperatingState.PAUSED, "pause")
@@ -188,22 +190,34 @@ class KinematicArm:
     def stall(self, stalled: bool = True) -> None:
         """Freeze the measured joints (a jammed joint); the tracking check faults the arm in time."""
         self._stalled = stalled
+        self._settled = False
 
     # -- simulation -------------------------------------------------------------------------------
     def advance(self, dt: float) -> None:
+        """One period. An arm at rest (setpoint reached, joints settled on it) costs only its noise
+        draw: most arms are idle most of the time, and three arms step in every 1 kHz period."""
         if self._state is OperatingState.ENABLED:
-            self._advance_setpoint(dt)
-        previous = self._joints
-        if not self._stalled:
+            if self._moving:
+                self._advance_setpoint(dt)
+            if self._jaw_goal != self._jaw_setpoint:
+                jaw_step = self._jaw_vmax * dt
+                self._jaw_setpoint += min(jaw_step, max(-jaw_step, self._jaw_goal - self._jaw_setpoint))
+                self._settled = False
+        if not self._settled and not self._stalled:
+            previous = self._joints
             lag = self.settings.lag_s
             alpha = 1.0 if lag == 0.0 else 1.0 - math.exp(-dt / lag)
             self._joints = previous + alpha * (self._setpoint - previous)
             self._jaw += alpha * (self._jaw_setpoint - self._jaw)
-        self._velocity = (self._joints - previous) / dt
+            self._velocity = (self._joints - previous) / dt
+            if float(np.max(np.abs(self._setpoint - self._joints))) < 1e-12 and abs(self._jaw_setpoint - self._jaw) < 1e-12:
+                self._joints, self._jaw, self._settled = self._setpoint.copy(), self._jaw_setpoint, True
+        elif self._velocity.any():
+            self._velocity = np.zeros_like(self._velocity)
         if self.settings.encoder_noise_rad or self.settings.encoder_noise_m:
             self._noise = self._rng.normal(0.0, self._noise_std)
-        if self._state in (OperatingState.ENABLED, OperatingState.PAUSED):  # amplifiers on: watch tracking
-            self._check_tracking(dt)
+        if not self._settled and self._state in (OperatingState.ENABLED, OperatingState.PAUSED):
+            self._check_tracking(dt)  # amplifiers on and something to track
         else:
             self._tracking_bad_for = 0.0
 
@@ -212,13 +226,12 @@ class KinematicArm:
         ratio = float(np.max(np.abs(delta) / (self._vmax * self._speed_scale * dt)))
         if ratio <= 1.0:
             self._setpoint = self._goal.copy()
-            self._busy = False
+            self._moving = self._busy = False
             if self._homing:
                 self._homing, self._homed = False, True
         else:
             self._setpoint = self._setpoint + delta / ratio
-        jaw_step = self._jaw_vmax * dt
-        self._jaw_setpoint += min(jaw_step, max(-jaw_step, self._jaw_goal - self._jaw_setpoint))
+        self._settled = False
 
     def _check_tracking(self, dt: float) -> None:
         error = np.abs(self._joints - self._setpoint)
@@ -234,6 +247,7 @@ class KinematicArm:
         self._setpoint = np.clip(self._joints, self._lower, self._upper)
         self._goal = self._setpoint.copy()
         self._jaw_setpoint = self._jaw_goal = self._jaw
+        self._moving, self._settled = False, False
 
     def _enter(self, state: OperatingState, cause: str) -> None:
         if state is not self._state:
@@ -241,6 +255,7 @@ class KinematicArm:
         if state is not OperatingState.ENABLED:  # hold where the setpoint is now
             self._goal = self._setpoint.copy()
             self._jaw_goal = self._jaw_setpoint
+            self._moving = False
         self._state = state
 
 
