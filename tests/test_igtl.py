@@ -291,3 +291,15 @@ def test_a_client_that_never_reads_loses_messages_and_stalls_nobody(client_facto
     assert counts.get("TRANSFORM:PSM1", 0) >= 50, counts  # 100 Hz: the fast reader was not held back
     assert counts.get("IMAGE:Endoscope", 0) >= 15, counts  # 30 Hz
     assert server.error is None
+
+
+def test_a_failing_picture_source_is_counted_and_poses_go_on(client_factory) -> None:
+    def broken() -> None:
+        raise OSError("shared memory gone")
+
+    with IgtlServer(("127.0.0.1", 0), IgtlConfig(pose_hz=30.0, image_hz=10.0), picture_source=broken) as server:
+        client = client_factory(server)
+        wait_until(lambda: server.counters["picture_errors"] >= 2)
+        server.offer_telemetry(telemetry(time.monotonic()))
+        assert client.wait_for_message("PSM1", timeout=5) is not None
+        assert server.error is None
