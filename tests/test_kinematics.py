@@ -186,3 +186,21 @@ def test_inverse_on_floats_equals_the_array_api(name):
         expected = kin.inverse(position, quat, hint)
         assert kin.inverse_floats(position.tolist(), quat.tolist(), float(hint[3])) == expected.tolist()
         assert np.all(expected >= kin.lower) and np.all(expected <= kin.upper)
+
+
+def test_twist_of_insertion_and_roll_is_along_the_shaft():
+    kin = ArmKinematics(CartConfig().arm("PSM1"))
+    q = np.array([0.2, -0.1, 0.1, 0.3, 0.0, 0.0])  # wrist straight: the tip lies on the shaft axis
+    _, axis = kin.shaft_line(q)
+    insertion = kin.twist(q, np.array([0.0, 0.0, 0.05, 0.0, 0.0, 0.0]))
+    np.testing.assert_allclose(insertion, np.concatenate([0.05 * axis, np.zeros(3)]), atol=1e-8)
+    roll = kin.twist(q, np.array([0.0, 0.0, 0.0, 2.0, 0.0, 0.0]))
+    np.testing.assert_allclose(roll, np.concatenate([np.zeros(3), 2.0 * axis]), atol=1e-7)
+    qdot = np.array([0.3, -0.2, 0.01, 0.5, 0.4, -0.6])
+    dt = 1e-7
+    p0, r0 = kin.forward(q)
+    p1, r1 = kin.forward(q + dt * qdot)
+    twist = kin.twist(q, qdot)
+    np.testing.assert_allclose(twist[:3], (p1 - p0) / dt, atol=1e-5)
+    spin = (r1 - r0) / dt @ r0.T
+    np.testing.assert_allclose(twist[3:], [spin[2, 1], spin[0, 2], spin[1, 0]], atol=1e-5)

@@ -106,6 +106,29 @@ def test_servo_cp_tracks_a_tool_pose():
     assert abs(float(arm.measured_cp().orientation @ target.orientation)) > 0.999
 
 
+def test_move_cp_is_a_planned_move_and_measured_cv_is_the_tip_twist():
+    driver = ready_driver()
+    arm = driver.arms()["PSM1"]
+    start = arm.measured_cp()
+    target = Pose(start.position + [0.01, 0.0, -0.01], start.orientation)
+    arm.move_cp(target)
+    assert arm.operating_state().is_busy
+    run(driver, 0.05)
+    before = arm.measured_cp().position
+    twist = arm.measured_cv()
+    driver.step(DT)
+    moved = (arm.measured_cp().position - before) / DT
+    assert np.linalg.norm(twist[:3]) > 0.005  # moving, at half the velocity limits
+    np.testing.assert_allclose(twist[:3], moved, atol=0.1 * np.linalg.norm(moved))
+    run(driver, 1.0)
+    assert not arm.operating_state().is_busy
+    np.testing.assert_allclose(arm.measured_cp().position, target.position, atol=3e-4)
+    assert np.linalg.norm(arm.measured_cv()) < 0.01  # at rest
+    arm.state_command("disable")
+    arm.move_cp(Pose(start.position))  # refused while disabled
+    assert arm.ignored_commands == 1
+
+
 def test_crtk_state_machine():
     driver = SimDriver()
     arm = driver.arms()["PSM1"]

@@ -5,6 +5,8 @@ protocol, never to MuJoCo directly, so a hardware driver can replace the simulat
 CRTK (Collaborative Robotics Toolkit, as used by dVRK and AMBF): `measured_*` is what sensors report,
 `setpoint_*` is what the controller is currently tracking, `servo_*` is a high-rate setpoint that the
 caller has already made safe (small steps, within limits), `move_*` is a planned, interpolated motion.
+Suffixes: `js` joint state, `jp` joint positions, `cp` Cartesian pose, `cv` Cartesian velocity
+(twist). docs/crtk.md maps every operation the console and robot exchange to these names.
 
 A hardware driver must:
 - accept `servo_cp`/`servo_jp`/`servo_jaw` at the servo rate (default 1 kHz) without blocking longer
@@ -53,12 +55,19 @@ class Arm(Protocol):
 
     def measured_js(self) -> np.ndarray: ...
     def measured_cp(self) -> Pose: ...
+    def measured_cv(self) -> np.ndarray:
+        """Tool-tip twist (vx, vy, vz, wx, wy, wz) in the base frame, m/s and rad/s."""
+        ...
+    def setpoint_js(self) -> np.ndarray: ...
     def setpoint_cp(self) -> Pose: ...
     def measured_jaw(self) -> float: ...
     def servo_cp(self, pose: Pose) -> None: ...
     def servo_jp(self, q: np.ndarray) -> None: ...
     def servo_jaw(self, angle: float) -> None: ...
     def move_jp(self, q: np.ndarray) -> None: ...
+    def move_cp(self, pose: Pose) -> None:
+        """Planned motion to a tool pose, interpolated by the arm; `is_busy` until it arrives."""
+        ...
     def operating_state(self) -> ArmOperatingState: ...
     def state_command(self, command: str) -> None:
         """One of "enable", "disable", "home", "pause", "resume"."""
@@ -89,3 +98,20 @@ class Driver(Protocol):
         """Advance the hardware I/O (or the physics) by one servo period of `dt` seconds."""
         ...
     def close(self) -> None: ...
+
+
+DRIVER_KINDS = ("mujoco", "kinematic")
+
+
+def open_driver(kind: str, seed: int = 0) -> Driver:
+    """The cart for `telesurg robot --driver KIND`: "mujoco" (physics, rings, endoscope pictures) or
+    "kinematic" (no physics, for hardware-in-the-loop tests; no rings, no rendered endoscope)."""
+    if kind == "mujoco":
+        from .sim import SimDriver
+
+        return SimDriver(seed=seed)
+    if kind == "kinematic":
+        from .kinematic_driver import KinematicConfig, KinematicDriver
+
+        return KinematicDriver(settings=KinematicConfig(seed=seed))
+    raise ValueError(f"driver {kind!r}: expected one of {', '.join(DRIVER_KINDS)}")

@@ -1,6 +1,6 @@
 """`SimArm`: one arm of the simulated cart, a MuJoCo position-servoed joint chain behind `driver.Arm`.
 
-Each arm tracks a joint setpoint with MuJoCo position servos. Commands (`servo_*`, `move_jp`) only
+Each arm tracks a joint setpoint with MuJoCo position servos. Commands (`servo_*`, `move_*`) only
 set a goal; every `advance` moves the setpoint toward it no faster than the configured joint velocity
 limits (all joints scaled together, so a straight tool path stays straight), exactly what a real
 controller would do with an unsafe request. Joint goals are clamped to the joint limits.
@@ -62,6 +62,7 @@ class SimArm:
         self.kinematics = ArmKinematics(config)
         self._data = data
         self._qadr = _index([int(model.jnt_qposadr[model.joint(f"{self.name}_{j}").id]) for j in config.joint_names])
+        self._vadr = _index([int(model.jnt_dofadr[model.joint(f"{self.name}_{j}").id]) for j in config.joint_names])
         self._act = _index([int(model.actuator(f"{self.name}_{j}").id) for j in config.joint_names])
         self.has_jaw = config.kind == "psm"
         if self.has_jaw:
@@ -114,6 +115,10 @@ class SimArm:
             position, rot = self.kinematics.forward_rows(joints.tolist())
             self._fk, self._fk_key = (position, rows_quat(rot)), key
         return Pose(np.array(self._fk[0]), np.array(self._fk[1]))
+
+    def measured_cv(self) -> np.ndarray:
+        """Tool-tip twist from the simulated joint velocities (see `ArmKinematics.twist`)."""
+        return self.kinematics.twist(self._data.qpos[self._qadr], self._data.qvel[self._vadr])
 
     def setpoint_js(self) -> np.ndarray:
         return np.array(self._setpoint)
@@ -201,6 +206,15 @@ class SimArm:
         """Planned move at half the velocity limits; `is_busy` until the setpoint arrives."""
         if self._accepting():
             self._set_goal(q, 0.5, True)
+
+    def move_cp(self, pose: Pose) -> None:
+        """Planned move to a tool pose: IK once (roll nearest the current goal), then as `move_jp`."""
+        position = float_list(pose.position, 3)
+        if not all(map(math.isfinite, position)):
+            raise ValueError(f"{self.name}: move_cp position must be 3 finite values, got {pose.position!r}")
+        if self._accepting():
+            q = self.kinematics.inverse_floats(position, float_list(pose.orientation, 4), self._goal[3])
+            self._set_goal(np.array(q), 0.5, True)
 
     def servo_jaw(self, angle: float) -> None:
         if not math.isfinite(angle):
