@@ -31,6 +31,8 @@ from telesurg.apps.robot_audit import RobotAuditFeed
 from telesurg.apps.robot_local_console import start_local_console
 from telesurg.apps.robot_room import RobotRoom, handover_message
 from telesurg.apps.robot_safety_feed import SafetyEventFeed
+from telesurg.interop.igtl import IgtlServer
+from telesurg.interop.shared_picture import SharedPicture
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import (
     Event,
@@ -52,11 +54,11 @@ from telesurg.messages import (
     decode,
 )
 from telesurg.realtime import ROBOT_LINK_PRIORITY, pin_to_option, request_realtime, settle_garbage_collector
+from telesurg.robot.driver import DRIVER_KINDS, open_driver
 from telesurg.robot.local_console import KeyboardConsole
 from telesurg.robot.ownership import OwnershipDesk
 from telesurg.robot.roles import INSTRUMENT_ARMS, Roster
 from telesurg.robot.servo import ServoConfig, ServoLoop
-from telesurg.robot.sim import SimDriver
 from telesurg.robot.supervisor import Decision, SafetySupervisor
 from telesurg.site_config import ConfigError, RobotSiteConfig, load_config
 from telesurg.tap import CommandJudged, CommandReceived, Tap, Topic, site_record
@@ -75,11 +77,12 @@ class RobotSite:
     and the local console."""
 
     def __init__(self, config: RobotSiteConfig, *, seed: int = 0, video: bool | None = None,
-                 audit_dir: Path | None = None) -> None:
+                 audit_dir: Path | None = None, driver: str = "mujoco", igtl: IgtlServer | None = None) -> None:
         self.config = config
         self.seed = seed
         self.tap = Tap(config.site.name)  # every message and event of this process passes here once
-        self.sim = SimDriver(seed=seed)
+        self.sim: Any = open_driver(driver, seed)  # SimDriver or KinematicDriver (robot/driver.py)
+        self.igtl = igtl  # read-only OpenIGTLink server (interop/igtl.py), bound by the caller
         self.supervisor = SafetySupervisor(config.safety, INSTRUMENT_ARMS)
         self.servo = ServoLoop(self.supervisor, self.sim,
                                ServoConfig(rate_hz=config.robot.servo_hz, telemetry_hz=config.robot.telemetry_hz,
@@ -94,7 +97,14 @@ class RobotSite:
         self.room = RobotRoom(OwnershipDesk(self.supervisor, roster), self.servo, self.endpoint)
         self.safety_feed = SafetyEventFeed(self.tap, self.supervisor, self.servo.local_console)
         self.want_video = config.video.enabled if video is None else video
+        if driver != "mujoco" and self.want_video:
+            log.warning("video off: the %s driver has no scene to render", driver)
+            self.want_video = False
         self.video: Any = None
+        self.picture: SharedPicture | None = None  # endoscope thumbnail for OpenIGTLink, from the video process
+        if igtl is not None and self.want_video and igtl.config.image_hz > 0:
+            self.picture = SharedPicture.create()
+            igtl.picture_source = self.picture.read
         self.paths = PathRecorder()
         self.delivered = 0
         self.malformed = Counter[str]()
@@ -222,6 +232,8 @@ class RobotSite:
 
     def _on_telemetry(self, telemetry: Telemetry) -> None:
         self.tap.publish(Topic.TELEMETRY, telemetry.t_robot, telemetry)
+        if self.igtl is not None:
+            self.igtl.offer_telemetry(telemetry)  # keeps only the latest: never waits
         if self.video is not None:
             self.video.publish_state()
         loop = self._loop
@@ -246,6 +258,8 @@ class RobotSite:
         if self.want_video:  # before the servo thread, so its imports never stall a servo period
             self._start_video()
         self.servo.operator(lambda console, now: console.enable(now))
+        if self.igtl is not None:
+            self.igtl.start()
         settle_garbage_collector()  # no full collection of the start-up heap stalls the servo loop later
         self.servo.start()
         self.started_at = time.monotonic()
@@ -282,6 +296,10 @@ class RobotSite:
                 self.video.close()
             await self.endpoint.close()
             self.sim.close()
+            if self.igtl is not None:
+                self.igtl.stop()
+            if self.picture is not None:
+                self.picture.close()
             self.tap.publish(Topic.SITE, time.monotonic(), {"event": "stop", "role": "robot"})
         return self.report()
 
@@ -300,10 +318,12 @@ class RobotSite:
             log.warning("video disabled: %s", exc)
             return
         self.video = RobotVideo(self.sim, self.config.video, self.endpoint, self._loop, seed=self.seed,
-                                tap=self.tap)
+                                tap=self.tap, picture=self.picture)
         self.video.start()
 
     def _observe_task(self) -> None:
+        if not hasattr(self.sim, "rings_on_target"):  # the kinematic driver has no rings
+            return
         moved = self.sim.rings_on_target()
         if moved != self.rings_moved and self.started_at is not None:
             self.rings_moved = moved
@@ -342,6 +362,8 @@ class RobotSite:
         }
         if self.video is not None:
             report["video_sender"] = self.video.report()
+        if self.igtl is not None:
+            report["igtl"] = self.igtl.stats()
         return report
 
 
@@ -360,6 +382,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ready-file", type=Path,
                         help="write this file once the link listens and the servo loop runs (for launchers)")
     parser.add_argument("--no-video", action="store_true", help="do not stream the endoscope")
+    parser.add_argument("--driver", choices=DRIVER_KINDS, default="mujoco",
+                        help="mujoco: the simulated cart (physics, rings, endoscope); kinematic: no physics, "
+                             "for hardware-in-the-loop tests (no rings, no endoscope video)")
+    parser.add_argument("--igtl", metavar="[HOST]:PORT",
+                        help="serve each arm's measured tool pose over OpenIGTLink, read-only (3D Slicer): "
+                             ":18944 listens on loopback, 0.0.0.0:18944 on every interface")
     parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"),
                         help="override [video] source of the config")
     parser.add_argument("--video-fps", type=float, help="override [video] fps of the config")
@@ -375,6 +403,7 @@ def run(args: argparse.Namespace) -> int:
         config.video = config.video.overridden(source=args.video_source, fps=args.video_fps)
         if args.force_hz is not None:
             config.robot = config.robot.model_copy(update={"force_hz": args.force_hz})
+        igtl = IgtlServer(args.igtl) if args.igtl else None  # binds now: a bad address is a one-line error
     except (ConfigError, ValueError) as exc:
         print(f"telesurg robot: {exc}")
         return 2
@@ -386,7 +415,8 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> dict[str, Any]:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit)
+        site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit,
+                         driver=args.driver, igtl=igtl)
         site.ready_file = args.ready_file
         if args.local_console:
             start_local_console(site)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from telesurg.interop.shared_picture import SharedPicture
 from telesurg.link.driver import LinkEndpoint
 from telesurg.link.events import MessageClass
 from telesurg.realtime import unpin
@@ -50,7 +51,8 @@ def _unpack(blob: bytes) -> list[bytes]:
     return out
 
 
-def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], seed: int) -> None:
+def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], seed: int,
+            picture_name: str | None = None) -> None:
     """Child process: render the endoscope at the configured rate from the parent's joint positions.
 
     It runs at a lower CPU priority: when the machine is short of cycles the picture rate drops,
@@ -83,6 +85,7 @@ def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], se
         renderer = StereoRenderer(driver, video.width, video.height)
         eyes = sim_endoscope(renderer, video.width, video.height, video.fps)
     outbox: list[bytes] = []
+    picture = SharedPicture.attach(picture_name) if picture_name else None  # OpenIGTLink thumbnail
 
     def flush() -> None:
         conn.send_bytes(_pack(outbox))
@@ -102,7 +105,10 @@ def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], se
             if renderer is not None:
                 driver.data.qpos[:] = qpos  # a torn read only misplaces a picture, never a motion
                 mujoco.mj_forward(driver.model, driver.data)
-            sender.process(sender.capture(), time.monotonic())
+            frames = sender.capture()
+            if picture is not None:  # the left eye, decimated, for the OpenIGTLink server (interop/igtl.py)
+                picture.write(frames[0].image[: frames[0].height], frames[0].capture_time)
+            sender.process(frames, time.monotonic())
             due += period
             wait = due - time.monotonic()
             if wait > 0:
@@ -116,13 +122,15 @@ def _worker(conn: Connection, shm_name: str, nq: int, config: dict[str, Any], se
         if renderer is not None:
             renderer.close()
         shm.close()
+        if picture is not None:
+            picture.close()
 
 
 class RobotVideo:
     """Parent-side handle: shared joint positions out, encoded payloads in, keyframe requests through."""
 
     def __init__(self, sim: Any, config: VideoConfig, endpoint: LinkEndpoint, loop: asyncio.AbstractEventLoop,
-                 *, seed: int = 0, tap: Tap | None = None) -> None:
+                 *, seed: int = 0, tap: Tap | None = None, picture: SharedPicture | None = None) -> None:
         self._sim = sim
         self._tap = tap  # the encoded payloads are published there (recording, broadcast), off the link thread
         self._endpoint = endpoint
@@ -134,7 +142,8 @@ class RobotVideo:
         context = mp.get_context("spawn")  # a clean interpreter: no inherited threads or GL state
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_worker, name="telesurg-video",
-                                        args=(child, self._shm.name, nq, config.model_dump(), seed), daemon=True)
+                                        args=(child, self._shm.name, nq, config.model_dump(), seed,
+                                              picture.name if picture is not None else None), daemon=True)
         self._reader = threading.Thread(target=self._read, name="video-pipe", daemon=True)
         self.payloads = 0
         self.bytes = 0
