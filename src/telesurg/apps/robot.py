@@ -23,12 +23,12 @@ from telesurg.apps.common import (
     add_idle_poll_option,
     idle_polling,
     install_stop_signals,
-    security_rejections,
     wait_stop,
     write_report,
 )
 from telesurg.apps.robot_audit import RobotAuditFeed
 from telesurg.apps.robot_local_console import start_local_console
+from telesurg.apps.robot_report import site_report
 from telesurg.apps.robot_room import RobotRoom, handover_message
 from telesurg.apps.robot_safety_feed import SafetyEventFeed
 from telesurg.interop.igtl import IgtlServer
@@ -330,41 +330,7 @@ class RobotSite:
             self.rings_time_s = time.monotonic() - self.started_at
 
     def report(self) -> dict[str, Any]:
-        sup = self.supervisor.report()
-        safety = dict(sup["safety"])
-        t0 = self.started_at or 0.0  # hold times relative to the site's start, as the report promises
-        safety["holds"] = [dict(h, at_s=round(h["at_s"] - t0, 4), reaction_ms=round(h["reaction_ms"], 3))
-                           for h in safety["holds"]]
-        states = safety.pop("final_state")
-        safety["final_states"] = states
-        distinct = sorted(set(states.values()))
-        safety["final_state"] = distinct[0] if len(distinct) == 1 else ",".join(f"{k}={v}" for k, v in states.items())
-        counters = self.endpoint.core.counters_total()
-        commands = dict(sup["commands"])
-        rejected = dict(commands["rejected"])
-        for reason, n in self.malformed.items():
-            rejected[f"malformed_{reason}"] = n
-        commands.update(delivered=self.delivered, rejected=rejected, latency_ms=self.latency_ms.report(),
-                        apply_overhead_ms=self.apply_overhead_ms.report())
-        report: dict[str, Any] = {
-            "site": "robot",
-            "duration_s": round(time.monotonic() - (self.started_at or time.monotonic()), 3),
-            "commands": commands,
-            "safety": safety,
-            "security": {"rejected": security_rejections(counters)},
-            "link": {"counters": dict(counters), "peer": self.peer,
-                     "clock_offset_s": self.endpoint.core.clock_offset()},
-            **self.room.report(t0),
-            "paths": self.paths.report(),
-            "task": {"rings_moved": self.rings_moved, "time_s": round(self.rings_time_s, 3)},
-            "servo": self.servo.stats(),
-            "link_realtime": self.link_realtime,
-        }
-        if self.video is not None:
-            report["video_sender"] = self.video.report()
-        if self.igtl is not None:
-            report["igtl"] = self.igtl.stats()
-        return report
+        return site_report(self)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
