@@ -124,3 +124,21 @@ def test_real_tcp_through_the_relay_is_delayed_stalls_in_an_outage_and_loses_not
     times = [t for t, _ in received]
     assert max(b - a for a, b in zip(times, times[1:], strict=False)) > 0.1  # the outage stalled the stream
     assert relay.stats["forward"]["lost_outage"] > 0
+
+
+def test_path_changes_reach_open_and_later_connections_and_revert() -> None:
+    from telesurg.netem.tcp_relay import StreamPath
+
+    path = StreamPath("a", Impairment(delay_ms=50, jitter_ms=1), Impairment(delay_ms=50), seed=2)
+    first = path.open()
+    path.set(loss=0.5)
+    second = path.open()
+    assert first[0].impairment.loss == second[1].impairment.loss == 0.5
+    path.down(0.0)
+    third = path.open()
+    assert third[0].is_down and first[1].is_down
+    path.up()
+    path.revert("loss")
+    fourth = path.open()
+    assert {d.impairment.loss for pair in (first, second, third, fourth) for d in pair} == {0.0}
+    assert fourth[0].impairment.jitter_ms == 1 and not fourth[0].is_down

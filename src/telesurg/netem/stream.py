@@ -19,7 +19,8 @@ jitter, loss, outage) that drives the UDP emulator:
 
 Not modelled (so the model flatters TCP): the congestion window. After an RTO real TCP restarts in
 slow start, and a backlog of several hundred segments then takes several more RTTs to drain.
-The RTT is taken as twice this direction's delay (a symmetric path).
+The RTT is taken as twice this direction's delay (a symmetric path); jitter is drawn normal whatever
+`jitter_dist` says; duplication, corruption, reordering and the rate limit do not apply to a stream.
 """
 
 from __future__ import annotations
