@@ -452,7 +452,7 @@ def main() -> int:
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
     parser.add_argument("--profile", default="shanghai-casablanca", help="netem profile (name or .toml)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="short phases: a smoke run of ~2 min")
+    parser.add_argument("--quick", action="store_true", help="short phases: a smoke run of ~2.5 min")
     defaults = Durations()
     for name, text in (("warmup", "s of stream before each window"), ("steady", "s of the jitter-free phase"),
                        ("cut", "s path a is cut"), ("cut_before", "s before the cut"),
