@@ -48,6 +48,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/wakeup_latency.py --json out/bench/wakeup_latency.json
 	$(BIN)/python bench/command_overhead.py --json out/bench/command_overhead.json
 	$(BIN)/python bench/multi_console.py --json out/bench/multi_console.json
+	$(BIN)/python bench/peers.py --json out/bench/peers.json --plot out/bench/peers.png
+	$(BIN)/python bench/igtl_servo.py --json out/bench/igtl_servo.json
+	$(BIN)/python bench/kinematic_driver.py --json out/bench/kinematic_driver.json
+	$(BIN)/python bench/haptics.py --png out/bench/haptics.png --json out/bench/haptics.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
