@@ -32,8 +32,7 @@ _FOLLOWING, _HOLD = SupervisorState.FOLLOWING, SupervisorState.HOLD
 MAX_VIOLATIONS_KEPT = 20
 
 
-def _dist(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
+_dist = math.dist
 
 
 class PathTruth:
@@ -166,11 +165,12 @@ class InvariantChecker:
     def after_tick(self, arm: str, state: SupervisorState, before: tuple[float, float, float],
                    after: tuple[float, float, float], now: float) -> None:
         cfg = self.cfg
-        step = _dist(before, after)
-        if step > cfg.step_limit_m(cfg.servo_period_s) * (1 + 1e-6) + _EPS:
-            self.violation(now, f"{arm}: servo step {1e3 * step:.3f} mm over the cap")
-        if after != before and not cfg.workspace_for(arm).contains(after):
-            self.violation(now, f"{arm}: setpoint outside the workspace {after}")
+        if after != before:
+            step = _dist(before, after)
+            if step > cfg.step_limit_m(cfg.servo_period_s) * (1 + 1e-6) + _EPS:
+                self.violation(now, f"{arm}: servo step {1e3 * step:.3f} mm over the cap")
+            if not cfg.workspace_for(arm).contains(after):
+                self.violation(now, f"{arm}: setpoint outside the workspace {after}")
         slack = cfg.servo_period_s + 1e-6
         last = self.last_applied_t.get(arm)
         if state is _FOLLOWING:

@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("."), help="where failing timelines are written")
     parser.add_argument("--replay", type=Path, help="run one timeline file (with --seed) instead of a sweep")
     parser.add_argument("--no-shrink", action="store_true", help="write failing timelines unshrunk")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the hold reactions and faults drawn")
 
 
 def _run_chunk(args: tuple[list[int], SimSettings]) -> list[ScenarioResult]:
@@ -118,6 +119,31 @@ def reaction_table(results: list[ScenarioResult]) -> Table:
     return table
 
 
+def plot(results: list[ScenarioResult], settings: SimSettings, path: Path) -> None:
+    """Histogram of hold reactions (with the watchdog bound) and the count of each fault drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reactions = [ms for r in results for _, ms in r.holds]
+    kinds: Counter[str] = sum((r.fault_kinds for r in results), Counter())
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.hist(reactions, bins=40, color="tab:blue")
+    left.axvline(50.0, color="tab:orange", linestyle="--", label="watchdog 50 ms")
+    left.axvline(51.0, color="tab:red", linestyle=":", label="watchdog + one period")
+    left.set(xlabel="hold reaction: last valid command -> hold (ms)", ylabel="holds",
+             title=f"{len(reactions)} holds in {len(results)} scenarios")
+    left.legend()
+    names = [k for k, _ in kinds.most_common()]
+    right.barh(names, [kinds[k] for k in names], color="tab:gray")
+    right.set(xlabel="faults drawn", title=f"{settings.seconds:g} s per scenario, commands at "
+                                           f"{settings.command_hz:g} Hz")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def report_failure(result: ScenarioResult, settings: SimSettings, out: Path, do_shrink: bool,
                    console: Console) -> Path:
     timeline = scenario_timeline(result.seed, settings)
@@ -153,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     results.sort(key=lambda r: r.seed)
     console.print(summary_table(results, wall, settings, max(1, args.jobs)))
     console.print(reaction_table(results))
+    if args.plot is not None:
+        plot(results, settings, args.plot)
+        console.print(f"plot written to {args.plot}")
     failed = [r for r in results if not r.ok]
     for result in failed[:5]:
         report_failure(result, settings, args.out, not args.no_shrink, console)
