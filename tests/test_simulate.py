@@ -36,6 +36,15 @@ class _ResumesByItself(SafetySupervisor):
 
 # the delay creeps up 35 ms every 60 ms: each step leaves a gap shorter than the watchdog, so the arm
 # keeps following while commands age past the 300 ms freshness bound
+class _IgnoresTakeover(SafetySupervisor):
+    """A broken supervisor: the patient-side console's takeover does not take control away."""
+
+    def assign(self, arm, sender, now=0.0, *, local=False, cause="handover"):  # type: ignore[no-untyped-def]
+        if sender == "local":
+            return True
+        return super().assign(arm, sender, now, local=local, cause=cause)
+
+
 SLOW_PATHS = FaultTimeline(network=tuple(
     ScenarioEvent(at=round(0.6 + 0.06 * i, 3), path="*", action="set", delay_ms=80.0 + 35 * i) for i in range(11)))
 
@@ -48,6 +57,7 @@ def test_sweep_of_random_fault_scenarios_keeps_every_invariant() -> None:
     assert sum(len(r.holds) for r in results) > SWEEP / 2
     assert sum(r.latched for r in results) > 5
     assert sum(r.restarts for r in results) > 20
+    assert sum(r.fault_kinds["takeover"] for r in results) > 20
     assert sum(r.commands_expected for r in results) > 100 * SWEEP
 
 
@@ -64,6 +74,13 @@ def test_a_supervisor_that_resumes_without_reengage_is_caught() -> None:
     assert run_scenario(6, SETTINGS, cut).ok
     bad = run_scenario(6, SETTINGS, cut, supervisor_factory=_ResumesByItself)
     assert any("re-engage" in v for v in bad.violations), bad.violations
+
+
+def test_a_supervisor_that_ignores_a_local_takeover_is_caught() -> None:
+    takeover = FaultTimeline(site=(SiteEvent(0.7, "takeover", 0.3),))
+    assert run_scenario(7, SETTINGS, takeover).ok
+    bad = run_scenario(7, SETTINGS, takeover, supervisor_factory=_IgnoresTakeover)
+    assert any("during a local takeover" in v for v in bad.violations), bad.violations
 
 
 def test_shrinker_keeps_only_the_fault_that_matters_and_the_file_replays(tmp_path) -> None:

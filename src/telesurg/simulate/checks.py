@@ -114,6 +114,7 @@ class InvariantChecker:
         self.last_owner_cmd_t: dict[str, float] = {}
         self.reengaged: dict[str, bool] = {}
         self.prev_state: dict[str, SupervisorState] = {}
+        self.local_control = False  # the patient-side console has taken the arm over (invariant 6)
 
     def violation(self, now: float, text: str) -> None:
         self.stats.violation_count += 1
@@ -151,6 +152,8 @@ class InvariantChecker:
         self.last_applied[(sid, cmd.arm)] = cmd.cmd_seq
         if sid != self.current_sid:
             self.violation(now, f"{arm}: command of a replaced session applied")
+        if self.local_control:
+            self.violation(now, f"{arm}: remote command applied during a local takeover")
         if not self.cfg.workspace_for(arm).contains(cmd.position):
             self.violation(now, f"{arm}: out-of-workspace target applied {cmd.position}")
         if state_before is not _FOLLOWING:

@@ -19,7 +19,8 @@ from typing import Literal
 from telesurg.netem.core import SETTABLE_FIELDS
 from telesurg.netem.scenario import ScenarioEvent, parse_scenario
 
-SiteKind = Literal["console_restart", "clock_step"]
+SiteKind = Literal["console_restart", "clock_step", "takeover"]
+SITE_KINDS = ("console_restart", "clock_step", "takeover")
 _SITE_PREFIX = "# sim-site: "
 _CLOCK_PREFIX = "# sim-clock: "
 FAULTS_FROM_S = 0.45  # faults start once the console is following (handshake and re-engage take ~0.35 s)
@@ -28,7 +29,8 @@ FAULTS_FROM_S = 0.45  # faults start once the console is following (handshake an
 @dataclass(frozen=True)
 class SiteEvent:
     """`console_restart`: the console process dies at `at` and a new one dials again `value` s later.
-    `clock_step`: the console site's clock jumps by `value` seconds at `at` (a wall clock stepped)."""
+    `clock_step`: the console site's clock jumps by `value` seconds at `at` (a wall clock stepped).
+    `takeover`: the patient-side console takes the arm over at `at` and hands it back `value` s later."""
 
     at: float
     kind: SiteKind
@@ -134,8 +136,11 @@ def random_timeline(rng: random.Random, seconds: float, paths: tuple[str, ...] =
         labels.append(kind)
     site: list[SiteEvent] = []
     for _ in range(rng.choice((0, 0, 1, 1, 2))):
-        if rng.random() < 0.5:
+        draw = rng.random()
+        if draw < 0.4:
             site.append(SiteEvent(round(when(), 4), "console_restart", round(rng.uniform(0.02, 1.5), 4)))
+        elif draw < 0.6:
+            site.append(SiteEvent(round(when(), 4), "takeover", round(rng.uniform(0.01, 0.6), 4)))
         else:
             site.append(SiteEvent(round(when(), 4), "clock_step", round(rng.uniform(-0.1, 0.1), 4)))
     order = sorted(range(len(network)), key=lambda i: network[i].at)
@@ -169,8 +174,8 @@ def read_timeline(text: str, source: str = "timeline") -> FaultTimeline:
         try:
             if line.startswith(_SITE_PREFIX):
                 data = json.loads(line[len(_SITE_PREFIX):])
-                if data.get("kind") not in ("console_restart", "clock_step"):
-                    raise ValueError(f"kind must be console_restart or clock_step, got {data.get('kind')!r}")
+                if data.get("kind") not in SITE_KINDS:
+                    raise ValueError(f"kind must be one of {', '.join(SITE_KINDS)}, got {data.get('kind')!r}")
                 site.append(SiteEvent(float(data["at"]), data["kind"], float(data["value"])))
             elif line.startswith(_CLOCK_PREFIX):
                 clocks = {k: float(v) for k, v in json.loads(line[len(_CLOCK_PREFIX):]).items()}

@@ -38,10 +38,11 @@ from telesurg.netem.profiles import Profile, parse_profile
 from telesurg.netem.scenario import Scenario
 from telesurg.netem.virtual import VirtualNetwork
 from telesurg.robot.driver import ArmOperatingState, OperatingState, Pose
+from telesurg.robot.local_console import LocalConsole
 from telesurg.robot.ownership import OwnershipDesk, session_key
 from telesurg.robot.roles import ConsoleEntry, Role, Roster
 from telesurg.robot.safety_config import SupervisorConfig
-from telesurg.robot.supervisor import SafetySupervisor
+from telesurg.robot.supervisor import SafetySupervisor, SupervisorState
 from telesurg.simulate.checks import InvariantChecker, PathTruth
 from telesurg.simulate.clock import ClockedEndpoint, SiteClock
 from telesurg.simulate.timeline import FaultTimeline
@@ -112,6 +113,7 @@ class SimWorld:
         self.sup = supervisor_factory(self.config, [ARM])
         self.desk = OwnershipDesk(self.sup, Roster([ConsoleEntry(identity="console", role=Role.LEAD, arms=[ARM])],
                                                    [ARM]))
+        self.local = LocalConsole(self.sup)
         self.measured = {ARM: Pose(np.array(HOME), np.array(IDENTITY_Q))}
         self.position: tuple[float, float, float] = HOME
         self.jaw = {ARM: 0.3}
@@ -124,6 +126,8 @@ class SimWorld:
         self.restarts = 0
         self._site = sorted(timeline.site, key=lambda e: e.at)
         self._rejoin_at: float | None = None
+        self._hand_back_at: float | None = None
+        self._latched_at: float | None = None
         self._ticks = 0
         self.sup.enable(None, 0.0)
         self._start_console(0.0)
@@ -177,11 +181,28 @@ class SimWorld:
             event = self._site.pop(0)
             if event.kind == "clock_step":
                 self.clock.step(event.value)
+            elif event.kind == "takeover":
+                if self._hand_back_at is None:
+                    self.local.takeover(now, ARM)
+                    self.checker.local_control = True
+                self._hand_back_at = now + event.value
             elif self.client is not None:  # the console process dies: no goodbye, state lost
                 self.restarts += 1
                 self.client = self.console = None
                 self.console_end.inner = None
                 self._rejoin_at = now + event.value
+        if self._hand_back_at is not None and now >= self._hand_back_at:
+            self._hand_back_at = None
+            self.local.hand_back(now, ARM)
+            self.checker.local_control = False
+        # the patient-side operator acknowledges a latched arm 200 ms later (LATCHED -> READY); the
+        # surgeon must then re-engage, aligned, like after any hold
+        if self.sup.state(ARM) is SupervisorState.LATCHED:
+            if self._latched_at is None:
+                self._latched_at = now
+            elif now - self._latched_at >= 0.2:
+                self.local.clear_latch(now, ARM)
+                self._latched_at = None
         if self._rejoin_at is not None and now >= self._rejoin_at:
             self._rejoin_at = None
             self._start_console(now)
