@@ -26,7 +26,8 @@ def test_fuzzed_datagrams_into_a_live_server_core_are_never_accepted(pair_captur
     assert report.total == N
     assert (report.accepted, report.leaked, report.exceptions, report.double_counted) == (0, 0, 0, 0)
     assert report.counted + report.absorbed == N  # every datagram moved one counter, or fed a handshake
-    assert report.absorbed <= 16  # only the few handshakes the gate let in
+    # only handshake frames a pending handshake took, or the few new handshakes the gate let in
+    assert report.absorbed <= report.fed["handshake_reorder"] + report.fed["new_session"]
     assert report.reasons["replay"] > 0 and report.reasons["auth"] > 0 and report.reasons["half_open_full"] > 0
     assert "internal_error" not in report.reasons
     assert server.established  # the real session survived
