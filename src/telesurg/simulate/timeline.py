@@ -6,6 +6,9 @@ ordinary scenario that `telesurg demo --scenario FILE` replays. Site events (a c
 reconnect, a clock step) have no place in that format; they are kept in comment lines
 `# sim-site: {...}` (and the clocks in `# sim-clock: {...}`), which the relay ignores and
 `read_timeline` reads back, so `telesurg simulate --replay FILE` reruns the whole timeline.
+Times count from the start of the simulation; `telesurg demo` counts scenario times from the start
+of teleoperation, so there the same network timeline runs shifted by the demo's set-up time, and
+without the site events.
 """
 
 from __future__ import annotations
