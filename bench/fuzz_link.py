@@ -124,11 +124,12 @@ def run_flood(results: dict) -> bool:
 def run_long(hours: float, control_hz: float, results: dict) -> bool:
     seconds = hours * 3600.0
     start = time.perf_counter()
-    # progress as plain lines: a live rich bar runs a refresh thread whose allocations tracemalloc
-    # would count as the link's (it showed as 200 KiB of "growth" over 4 h; without it: flat)
+    # progress as bare print() lines: tracemalloc counts every allocation in the process, and rich's
+    # rendering (a live bar's refresh thread, or its caches on a first console.print) showed up as
+    # 200-600 KiB of "growth"; with plain prints the link's own memory is what is measured
     report = long_run(seconds, control_hz, sample_every_s=min(600.0, seconds / 4),
-                      on_progress=lambda t: console.print(f"  {t / 3600:.2f} h of {hours:g} h virtual, "
-                                                          f"{time.perf_counter() - start:.0f} s wall"))
+                      on_progress=lambda t: print(f"  {t / 3600:.2f} h of {hours:g} h virtual, "
+                                                  f"{time.perf_counter() - start:.0f} s wall", flush=True))
     wall = time.perf_counter() - start
     table = Table(title=f"{hours:g} h operation, CONTROL at {control_hz:g} Hz (reduced from 1 kHz), virtual time")
     table.add_column("figure")
