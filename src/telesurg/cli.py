@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("telesurg.apps.demo", "robot + emulated WAN + scripted surgeon on one machine"),
     "qualify": ("telesurg.qualify.cli", "pre-operative test session with a go/no-go report"),
     "audit": ("telesurg.record.audit_cli", "verify a site's tamper-evident audit log"),
+    "simulate": ("telesurg.simulate.cli", "sweep seeded fault scenarios through the whole system in virtual time"),
 }
 
 

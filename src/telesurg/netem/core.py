@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 #: Impairment fields a scenario `set` event may change, and the scenario player may revert.
-SETTABLE_FIELDS = ("delay_ms", "jitter_ms", "loss")
+SETTABLE_FIELDS = ("delay_ms", "jitter_ms", "loss", "reorder", "duplicate", "corrupt")
 
 # Lomax (Pareto II) with shape 3 has finite variance; we rescale it to zero mean and unit spread so
 # `jitter_ms` means the same standard deviation for both distributions (pareto: heavy right tail).
@@ -118,6 +118,12 @@ class DirectionEmulator:
     @property
     def is_down(self) -> bool:
         return self._down
+
+    @property
+    def fifo_departure(self) -> float:
+        """Departure time of the latest in-order packet: a packet submitted now leaves no earlier
+        (after a delay spike, packets behind it wait in the queue; a simulation's truth needs this)."""
+        return self._last_fifo_departure
 
     def down(self, now: float | None = None) -> None:
         """Cut the path: drop new packets and those still in flight (departing after `now`, or all)."""

@@ -5,7 +5,8 @@ A scenario TOML file is a list of `[[event]]` tables:
     [[event]]
     at = 2.0          # seconds from the start of the run
     path = "a"        # a path name, or "*" for every path
-    action = "down"   # "down", "up" or "set" (with any of delay_ms, jitter_ms, loss)
+    action = "down"   # "down", "up" or "set" (with any of delay_ms, jitter_ms, loss, reorder,
+                      # duplicate, corrupt: the fields of netem.core.Impairment of the same names)
     duration = 3.0    # optional: undo the event after this many seconds
 
 Auto-revert of `down` is `up` (and of `up` is `down`); auto-revert of `set` restores the profile's
@@ -38,6 +39,9 @@ class ScenarioEvent(BaseModel):
     delay_ms: float | None = Field(None, ge=0, description="new one-way delay in ms (set only)")
     jitter_ms: float | None = Field(None, ge=0, description="new jitter in ms (set only)")
     loss: float | None = Field(None, ge=0, le=1, description="new loss probability 0..1 (set only)")
+    reorder: float | None = Field(None, ge=0, le=1, description="new reordering probability 0..1 (set only)")
+    duplicate: float | None = Field(None, ge=0, le=1, description="new duplication probability 0..1 (set only)")
+    corrupt: float | None = Field(None, ge=0, le=1, description="new bit-flip probability 0..1 (set only)")
     duration: float | None = Field(None, gt=0, description="seconds until the event is undone; omit to keep")
 
     @model_validator(mode="after")
