@@ -131,8 +131,6 @@ CLOCK_STEP_REGRESSIONS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: a console clock step leaves the link's offset estimate stale "
-                   "and stale commands are applied; see CLOCK_STEP_REGRESSIONS")
 @pytest.mark.parametrize("seed", sorted(CLOCK_STEP_REGRESSIONS))
 def test_clock_step_then_delay_spike_applies_no_stale_command(seed: int) -> None:
     result = run_scenario(seed, SETTINGS, CLOCK_STEP_REGRESSIONS[seed])

@@ -19,7 +19,7 @@ from telesurg.idle_poll import KeepCpusAwake
 
 # Link counters that are housekeeping, not refused traffic (the rest go under security.rejected).
 NOT_SECURITY = frozenset({"duplicates", "rekeys", "video_dropped", "not_established", "no_address", "after_close",
-                          "control_redundant_copies", "peer_silent", "reconnects"})
+                          "control_redundant_copies", "peer_silent", "reconnects", "clock_steps"})
 
 
 def percentiles(values: list[float], digits: int = 3) -> dict[str, float]:

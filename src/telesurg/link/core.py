@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 _MSG_HEAD = wire.MSG.size
 _OFFSET_SAMPLES = 64
+# A probe sample whose offset differs from its path's best by more than half their RTT difference plus
+# this is a clock step (drift over the 64-sample window at 100 ppm is 0.3 ms).
+OFFSET_STEP_TOLERANCE_S = 0.002
 # Plain ints and a value->member tuple for the per-datagram path: an IntEnum attribute read costs
 # ~0.2 µs and MessageClass(n) ~0.5 µs on CPython 3.11, a tuple index ~0.02 µs.
 _CLASSES: tuple[MessageClass, ...] = tuple(sorted(MessageClass))
@@ -64,7 +67,10 @@ class LinkCore(HandshakeMixin):
         self._video: deque[tuple[int, bytes]] = deque()
         self._seq = [0, 0, 0, 0]
         self._dedup = [ReplayWindow() for _ in MessageClass]
-        self._offsets: deque[tuple[float, float]] = deque(maxlen=_OFFSET_SAMPLES)
+        # (rtt, offset) probe samples per path; min-RTT filter (NTP style), reset when the clocks step
+        self._offsets: dict[str, deque[tuple[float, float]]] = {
+            name: deque(maxlen=_OFFSET_SAMPLES) for name in self._path_names}
+        self._step_suspect: dict[str, int] = {}  # per path: the side of the last sample that looked like a step
         self._offset: float | None = None  # min-RTT sample's offset, updated per probe reply (read per message)
         # get_timer() is asked after every datagram; it is recomputed only when something that feeds it
         # may have changed (see _receive_sealed for the one change the message fast path allows).
@@ -274,7 +280,10 @@ class LinkCore(HandshakeMixin):
                 t = mon.next_timer()
                 if t is not None:
                     times.append(t)
-            for t in (session.rel.next_timer(), session.next_rekey):
+            # a rekey waits while the previous one is unconfirmed (a silent peer): its deadline, already
+            # past, would otherwise make the driver call handle_timer in a busy loop
+            rekey = session.next_rekey if session.pending_send is None else None
+            for t in (session.rel.next_timer(), rekey):
                 if t is not None:
                     times.append(t)
         for pending in self._pending.values():
@@ -366,8 +375,7 @@ class LinkCore(HandshakeMixin):
             _, probe_id, t1, t2 = wire.PROBE_REPLY.unpack(inner)
             rtt = mon.on_reply(probe_id, t1, now, t2)
             if rtt is not None:
-                self._offsets.append((rtt, ((t2 - t1) + (t2 - now)) / 2.0))
-                self._offset = min(self._offsets)[1]
+                self._add_offset_sample(path, rtt, ((t2 - t1) + (t2 - now)) / 2.0, mon._jitter)
         elif kind == _I_REL_DATA:
             seq, chunk = wire.parse_rel_data(memoryview(inner)[1:])
             self._feed_tls(session, session.rel.on_data(seq, chunk), path, addr, now)
@@ -383,6 +391,28 @@ class LinkCore(HandshakeMixin):
         if session is self._session or session.sid in self._pending:
             self._flush_reliable(session, now)
         return True
+
+    def _add_offset_sample(self, path: str, rtt: float, offset: float, jitter: float) -> None:
+        """Keep the sample; the offset is the min-RTT sample's. On one path with a steady asymmetry, a
+        sample that waited d longer than the best one can differ from it by at most d/2, widened here
+        by four times the path's RTT jitter (jitter splits unevenly between the directions). Two
+        samples in a row on one path beyond that, on the same side, mean a clock stepped: every older
+        sample describes clocks that no longer exist. Left in the filter, the pre-step best sample
+        would keep a wrong offset for up to 64 probes, and commands up to the step's size older than
+        the freshness bound would pass it (found by telesurg simulate, seeds 103386 and 103462)."""
+        window = self._offsets[path]
+        if window:
+            best_rtt, best_offset = min(window)
+            excess = abs(offset - best_offset) - abs(rtt - best_rtt) / 2.0 - OFFSET_STEP_TOLERANCE_S - 4.0 * jitter
+            side = 0 if excess <= 0.0 else (1 if offset > best_offset else -1)
+            if side and self._step_suspect.get(path) == side:  # two in a row, same side: not a jitter tail
+                for samples in self._offsets.values():
+                    samples.clear()
+                self.counters["clock_steps"] += 1
+                side = 0
+            self._step_suspect[path] = side
+        window.append((rtt, offset))
+        self._offset = min(min(w) for w in self._offsets.values() if w)[1]
 
     def _hear(self, mon: PathMonitor, now: float) -> None:
         """Mark the path heard. That moves only its DOWN deadline (normally later), so the cached timer

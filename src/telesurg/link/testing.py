@@ -149,4 +149,7 @@ class SkewedClock:
         return None if t is None else t - self.offset
 
     def handle_timer(self, now: float) -> None:
-        self.inner.handle_timer(now + self.offset)
+        t, due = now + self.offset, self.inner.get_timer()
+        if due is not None and 0.0 < due - t < 1e-9:  # (due - offset) + offset may round below due
+            t = due
+        self.inner.handle_timer(t)

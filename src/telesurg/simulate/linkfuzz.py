@@ -66,7 +66,9 @@ def _traffic(net: VirtualNetwork, client: LinkCore, seconds: float) -> None:
 
 def capture_pair(seconds: float = 3.0, seed: int = 0) -> tuple[LinkCore, LinkCore, list[bytes]]:
     """(client, established server, datagrams the server received); a rekey every second is captured."""
-    client, server, _, _ = make_pair(seed=seed, rekey_s=1.0)
+    # the fuzzed session must outlive the run: the fuzzer sends no genuine traffic, and replays never
+    # count as hearing the peer (so the default 5 s session timeout would end it mid-run)
+    client, server, _, _ = make_pair(seed=seed, rekey_s=1.0, session_timeout_s=1e6)
     recorder = _Recorder(server)
     net = VirtualNetwork(client, recorder, LAN, seed=seed)
     client.connect(0.0)
@@ -79,7 +81,7 @@ def capture_pair(seconds: float = 3.0, seed: int = 0) -> tuple[LinkCore, LinkCor
 
 def capture_hub(seconds: float = 2.0, seed: int = 0) -> tuple[LinkHub, list[bytes]]:
     """An established hub (one console) and the datagrams it received, without the bank's index byte."""
-    hub, clients, _, _ = make_hub(1, seed=seed, rekey_s=1.0)
+    hub, clients, _, _ = make_hub(1, seed=seed, rekey_s=1.0, session_timeout_s=1e6)
     recorder = _Recorder(HubFront(hub))
     net = VirtualNetwork(ClientBank(clients), recorder, LAN, seed=seed)
     clients[0].connect(0.0)
