@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("telesurg.apps.demo", "robot + emulated WAN + scripted surgeon on one machine"),
     "qualify": ("telesurg.qualify.cli", "pre-operative test session with a go/no-go report"),
     "audit": ("telesurg.record.audit_cli", "verify a site's tamper-evident audit log"),
+    "observe": ("telesurg.broadcast.observe_cli", "watch a site's live broadcast (picture, arms, link, alarms)"),
+    "broadcast-router": ("telesurg.broadcast.router_cli", "run a Zenoh router for the observers' broadcast"),
 }
 
 

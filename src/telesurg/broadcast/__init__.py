@@ -1,0 +1,10 @@
+"""Live, read-only broadcast of a site to observers through Eclipse Zenoh (issue #13).
+
+schema.py: key expressions and versioned payloads; publisher.py: the site side (tap subscriber
+thread -> publisher process); observer.py: the subscriber side; router_cli.py / observe_cli.py:
+`telesurg broadcast-router` and `telesurg observe`; demo_wiring.py: `telesurg demo --observers N`.
+"""
+
+from telesurg.broadcast.publisher import BroadcastPublisher, attach_broadcast
+
+__all__ = ["BroadcastPublisher", "attach_broadcast"]
