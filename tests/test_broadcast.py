@@ -250,3 +250,49 @@ def test_record_encoder_pseudonyms_and_what_is_not_published() -> None:
     assert state.receive("telesurg/robot/safety", body, 0.0, 0.0) is None and state.safety_total == 1
     with pytest.raises(ValueError, match="key chunk"):
         RecordEncoder("robot/*", 0.0)
+
+
+def test_credentials_and_acl_from_a_zenoh_config_file(tmp_path: Path) -> None:
+    """The shipped router example's ACL (without TLS): refused credentials are a one-line error;
+    an observer may subscribe but its puts never reach anyone; a site's do."""
+    import re
+
+    example = (Path(__file__).parents[1] / "src/telesurg/broadcast/examples/router-secure.json5").read_text()
+    users = tmp_path / "users.txt"
+    users.write_text("robot-site:site-pw\nobserver:observer-pw\n")
+    router_config = re.sub(r"link: \{.*?\n    \},\n", "", example, flags=re.S).replace(
+        "/etc/telesurg/broadcast/users.txt", str(users))
+    assert "tls" not in router_config.split("auth:")[0].split("transport:")[1]
+    (tmp_path / "router.json5").write_text(router_config)
+    for name, user, password in (("site", "robot-site", "site-pw"), ("observer", "observer", "observer-pw"),
+                                 ("wrong", "observer", "guess")):
+        (tmp_path / f"{name}.json5").write_text(f'{{ transport: {{ auth: {{ usrpwd: {{ user: "{user}", '
+                                                f'password: "{password}" }} }} }} }}')
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    router = start_router([endpoint], zenoh_config=tmp_path / "router.json5")
+    try:
+        done = subprocess.run([sys.executable, "-m", "telesurg.cli", "observe", "--connect", endpoint, "--headless",
+                               "--zenoh-config", str(tmp_path / "wrong.json5")],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "credentials refused" in done.stdout, done.stdout
+        assert done.stdout.strip().count("\n") == 0 and not done.stderr.strip(), done.stderr
+        observer = ObserverSession([endpoint], "robot", zenoh_config=tmp_path / "observer.json5")
+        try:
+            from telesurg.broadcast.zconfig import open_session
+
+            site = open_session(make_config("client", connect=[endpoint], config_file=tmp_path / "site.json5"), "site")
+            other = open_session(make_config("client", connect=[endpoint], config_file=tmp_path / "observer.json5"), "o")
+            time.sleep(0.5)
+            alarm = {"v": 1, "kind": "alarm", "site": "robot", "t": 0.0, "t_wall": 0.0, "key": "k", "active": True}
+            other.put("telesurg/robot/alarms", json.dumps(dict(alarm, key="forged")).encode())
+            site.put("telesurg/robot/alarms", json.dumps(alarm).encode())
+            pump(observer, 5.0, until=lambda: "k" in observer.state.alarms)
+            time.sleep(0.3)
+            observer.poll()
+            assert set(observer.state.alarms) == {"k"}
+            site.close()
+            other.close()
+        finally:
+            observer.close()
+    finally:
+        router.close()

@@ -79,7 +79,7 @@ def status_view(report: dict[str, Any], state: Any) -> Group:
 
 
 def run(args: argparse.Namespace) -> int:
-    quiet_logs()
+    quiet_logs("off")
     from telesurg.broadcast.observer import ObserverSession
 
     try:

@@ -54,7 +54,7 @@ def run_pool(connect: list[str], site: str | None, count: int, decode: int, dura
     from telesurg.broadcast.observer import ObserverSession
     from telesurg.broadcast.zconfig import BroadcastConfigError, quiet_logs
 
-    quiet_logs()
+    quiet_logs("off")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -36,7 +36,7 @@ def run_child(sock: socket.socket, site: str, connect: list[str], config_file: s
     from telesurg.broadcast.zconfig import BroadcastConfigError, make_config, open_session, quiet_logs
     from telesurg.video.reassembly import FrameReady, Reassembler
 
-    quiet_logs()
+    quiet_logs("off")
     try:
         session = open_session(make_config("client", connect=connect, retry_forever=True,
                                            config_file=None if config_file is None else Path(config_file)),

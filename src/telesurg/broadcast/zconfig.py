@@ -70,7 +70,9 @@ def open_session(config: zenoh.Config, what: str) -> zenoh.Session:
     try:
         return zenoh.open(config)
     except zenoh.ZError as exc:
-        raise BroadcastConfigError(f"{what}: {one_line(exc)}") from None
+        hint = (" (router not running there, wrong address, or credentials refused: see --zenoh-config)"
+                if "Unable to connect" in str(exc) else "")
+        raise BroadcastConfigError(f"{what}: {one_line(exc)}{hint}") from None
 
 
 def one_line(exc: BaseException) -> str:
@@ -79,6 +81,7 @@ def one_line(exc: BaseException) -> str:
     return re.sub(r"\s+at /\S+\.rs:\d+\.?", "", text).strip() or type(exc).__name__
 
 
-def quiet_logs() -> None:
-    """Zenoh logs to stderr at INFO unless told otherwise; RUST_LOG still wins."""
-    zenoh.init_log_from_env_or("error")
+def quiet_logs(level: str = "error") -> None:
+    """Zenoh logs to stderr at INFO unless told otherwise; RUST_LOG still wins. Clients use "off": a
+    refused connection is already the one-line error the user sees."""
+    zenoh.init_log_from_env_or(level)
