@@ -243,19 +243,24 @@ def main() -> int:
     base = ok.get("0")
     table = Table(title="observers of the broadcast (2-vCPU VM; router nice 10, observers nice 19)")
     for column in ("config", "servo p99 µs", "apply p99 ms", "cmd lat p99 ms", "ratio servo/apply vs 0",
-                   "obs lat p50/p99 ms", "fps L/R (min)", "missing", "dropped", "pub drops", "holds"):
+                   "obs lat p50/p99 ms", "capture->published p50/p99 ms", "fps L/R (min)",
+                   "missing per obs min/max", "pub lost frames", "pub drops", "holds"):
         table.add_column(column, justify="right")
     for config, f in ok.items():
         ratio = "-"
         if base:
             ratio = f"{f['servo_p99_us'] / base['servo_p99_us']:.2f} / {f['apply_p99_ms'] / base['apply_p99_ms']:.2f}"
         o = f["observers"] or {}
+        child = o.get("publisher") or {}
+        share = child.get("capture_to_publish_ms") or {}
         pub = (f["broadcast"] or {})
         drops = sum((pub.get("dropped_handover") or {}).values()) + sum((pub.get("dropped_tap") or {}).values())
         table.add_row(config, f"{f['servo_p99_us']:.0f}", f"{f['apply_p99_ms']:.3f}", f"{f['latency_p99_ms']:.3f}",
                       ratio, f"{o.get('latency_p50_ms')}/{o.get('latency_p99_ms')}" if o else "-",
+                      f"{share.get('p50')}/{share.get('p99')}" if share else "-",
                       f"{o.get('fps_left')}/{o.get('fps_right')} ({o.get('fps_min')})" if o else "-",
-                      str(o.get("frames_missing", "-")), str(o.get("dropped_local", "-")),
+                      f"{o.get('frames_missing_min')}/{o.get('frames_missing_max')}" if o else "-",
+                      str((child.get("publisher") or {}).get("video_frames_lost", 0)) if o else "-",
                       str(drops) if f["broadcast"] else "-", str(f["holds"]))
     console.print(table)
     for r in runs:

@@ -146,7 +146,8 @@ class ObserverState:
                 "telemetry_arms": sorted(self.telemetry), "alarms_active": sorted(k for k, a in self.alarms.items()
                                                                                   if a.get("active")),
                 "safety_events": self.safety_total, "site": self.site.get("role"),
-                "publisher": {k: self.publisher.get(k) for k in ("publisher", "pump")} if self.publisher else {}}
+                "publisher": {k: self.publisher.get(k) for k in ("publisher", "pump", "capture_to_publish_ms")}
+                if self.publisher else {}}
 
 
 class ObserverSession:

@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ def run_child(sock: socket.socket, site: str, connect: list[str], config_file: s
     reassembler = Reassembler(HOLD_S, MAX_WAIT_S)
     encoder = RecordEncoder(site, wall_offset)
     pump_stats: dict[str, Any] = {}
+    capture_to_publish_ms: deque[float] = deque(maxlen=2000)  # this process's share of an observer's latency
 
     def put(key: str, body: bytes, express: bool = False) -> None:
         publisher = publishers.get(key)
@@ -70,6 +71,7 @@ def run_child(sock: socket.socket, site: str, connect: list[str], config_file: s
                                  event.repaired, "h264", f.data)
                 put(video_key(site, f.stream), encode_video(unit), express=True)
                 counts["video_frames"] += 1
+                capture_to_publish_ms.append(1000.0 * (time.monotonic() - capture))
             else:
                 counts["video_frames_lost"] += event.count
 
@@ -103,7 +105,8 @@ def run_child(sock: socket.socket, site: str, connect: list[str], config_file: s
                 frames(reassembler.handle_timer(now), shift)
             if now >= next_stats:
                 next_stats = now + STATS_PERIOD_S
-                stats = {"publisher": dict(counts), "reassembly": _reassembly(reassembler), "pump": pump_stats}
+                stats = {"publisher": dict(counts), "reassembly": _reassembly(reassembler), "pump": pump_stats,
+                         "capture_to_publish_ms": _percentiles(capture_to_publish_ms)}
                 put(*encoder.stats_body(now, stats))
     except (EOFError, OSError, KeyboardInterrupt):
         pass
@@ -111,6 +114,13 @@ def run_child(sock: socket.socket, site: str, connect: list[str], config_file: s
         with contextlib.suppress(zenoh.ZError):
             session.close()
         sock.close()
+
+
+def _percentiles(samples: deque[float]) -> dict[str, float | None]:
+    if not samples:
+        return {"p50": None, "p99": None}
+    ordered = sorted(samples)
+    return {"p50": round(ordered[len(ordered) // 2], 3), "p99": round(ordered[int(0.99 * (len(ordered) - 1))], 3)}
 
 
 def _reassembly(reassembler: Any) -> dict[str, int]:
