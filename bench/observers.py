@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -216,71 +217,95 @@ def figures(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def run_row(table: Table, label: str, f: dict[str, Any], base: dict[str, Any] | None) -> None:
+    ratio = "-"
+    if base:
+        ratio = f"{f['servo_p99_us'] / base['servo_p99_us']:.2f} / {f['apply_p99_ms'] / base['apply_p99_ms']:.2f}"
+    o = f["observers"] or {}
+    child = o.get("publisher") or {}
+    share = child.get("capture_to_publish_ms") or {}
+    pub = (f["broadcast"] or {})
+    drops = sum((pub.get("dropped_handover") or {}).values()) + sum((pub.get("dropped_tap") or {}).values())
+    table.add_row(label, f"{f['servo_p99_us']:.0f}", f"{f['apply_p99_ms']:.3f}", f"{f['latency_p99_ms']:.3f}",
+                  ratio, f"{o.get('latency_p50_ms')}/{o.get('latency_p99_ms')}" if o else "-",
+                  f"{share.get('p50')}/{share.get('p99')}" if share else "-",
+                  f"{o.get('fps_left')}/{o.get('fps_right')} ({o.get('fps_min')})" if o else "-",
+                  f"{o.get('frames_missing_min')}/{o.get('frames_missing_max')}" if o else "-",
+                  str((child.get("publisher") or {}).get("video_frames_lost", 0)) if o else "-",
+                  str(drops) if f["broadcast"] else "-", str(f["holds"]))
+
+
+def new_table(title: str) -> Table:
+    table = Table(title=title)
+    for column in ("config", "servo p99 µs", "apply p99 ms", "cmd lat p99 ms", "ratio servo/apply vs 0",
+                   "obs lat p50/p99 ms", "capture->published p50/p99 ms", "fps L/R (min)",
+                   "missing per obs min/max", "pub lost frames", "pub drops", "holds"):
+        table.add_column(column, justify="right")
+    return table
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--robot-runner":
         return robot_runner(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="off,0,1,10,50,100,stall,router-kill")
+    parser.add_argument("--repeat", type=int, default=1, help="run the whole list this many times (interleaved)")
     parser.add_argument("--seconds", type=float, default=35.0, help="robot --duration cap (the 1-ring task ends a run)")
     parser.add_argument("--json", type=Path, default=Path("observers.json"))
     parser.add_argument("--png", type=Path, default=Path("observers.png"))
     args = parser.parse_args()
-    console = Console(width=180)
-    runs = []
+    console = Console(width=190)
+    configs = args.configs.split(",")
+    runs: list[dict[str, Any]] = []
     with Progress(console=console, transient=True) as progress:
-        configs = args.configs.split(",")
-        task = progress.add_task("runs", total=len(configs))
-        for config in configs:
-            progress.update(task, description=f"config {config}")
-            run = run_once(config, args.seconds)
-            if "failed" not in run:
-                run["figures"] = figures(run)
-            else:
-                console.print(f"[red]{config}: {run['failed']}[/red]\n{run['log_tail']}")
-            runs.append(run)
-            progress.advance(task)
-    ok = {r["config"]: r["figures"] for r in runs if "figures" in r}
-    base = ok.get("0")
-    table = Table(title="observers of the broadcast (2-vCPU VM; router nice 10, observers nice 19)")
-    for column in ("config", "servo p99 µs", "apply p99 ms", "cmd lat p99 ms", "ratio servo/apply vs 0",
-                   "obs lat p50/p99 ms", "capture->published p50/p99 ms", "fps L/R (min)",
-                   "missing per obs min/max", "pub lost frames", "pub drops", "holds"):
-        table.add_column(column, justify="right")
-    for config, f in ok.items():
-        ratio = "-"
-        if base:
-            ratio = f"{f['servo_p99_us'] / base['servo_p99_us']:.2f} / {f['apply_p99_ms'] / base['apply_p99_ms']:.2f}"
-        o = f["observers"] or {}
-        child = o.get("publisher") or {}
-        share = child.get("capture_to_publish_ms") or {}
-        pub = (f["broadcast"] or {})
-        drops = sum((pub.get("dropped_handover") or {}).values()) + sum((pub.get("dropped_tap") or {}).values())
-        table.add_row(config, f"{f['servo_p99_us']:.0f}", f"{f['apply_p99_ms']:.3f}", f"{f['latency_p99_ms']:.3f}",
-                      ratio, f"{o.get('latency_p50_ms')}/{o.get('latency_p99_ms')}" if o else "-",
-                      f"{share.get('p50')}/{share.get('p99')}" if share else "-",
-                      f"{o.get('fps_left')}/{o.get('fps_right')} ({o.get('fps_min')})" if o else "-",
-                      f"{o.get('frames_missing_min')}/{o.get('frames_missing_max')}" if o else "-",
-                      str((child.get("publisher") or {}).get("video_frames_lost", 0)) if o else "-",
-                      str(drops) if f["broadcast"] else "-", str(f["holds"]))
+        task = progress.add_task("runs", total=len(configs) * args.repeat)
+        for rep in range(args.repeat):
+            for config in configs:
+                progress.update(task, description=f"round {rep + 1}/{args.repeat}: config {config}")
+                run = run_once(config, args.seconds)
+                run["round"] = rep + 1
+                if "failed" not in run:
+                    run["figures"] = figures(run)
+                else:
+                    console.print(f"[red]{config}: {run['failed']}[/red]\n{run['log_tail']}")
+                runs.append(run)
+                progress.advance(task)
+    per_config: dict[str, list[dict[str, Any]]] = {c: [r["figures"] for r in runs if r["config"] == c and "figures" in r]
+                                                   for c in configs}
+    ok = {c: fs for c, fs in per_config.items() if fs}
+    base_runs = {r["round"]: r["figures"] for r in runs if r["config"] == "0" and "figures" in r}
+    table = new_table("every run (2-vCPU VM; router nice 10, observers nice 19); ratio vs the 0 run of the same round")
+    for r in runs:
+        if "figures" in r:
+            run_row(table, f"{r['config']} #{r['round']}", r["figures"], base_runs.get(r["round"]))
     console.print(table)
+    medians = {c: {k: median([f[k] for f in fs]) for k in ("servo_p99_us", "apply_p99_ms", "latency_p99_ms")}
+               for c, fs in ok.items()}
+    base = medians.get("0")
+    ratios = {c: {"servo_p99": round(m["servo_p99_us"] / base["servo_p99_us"], 3),
+                  "apply_p99": round(m["apply_p99_ms"] / base["apply_p99_ms"], 3)} for c, m in medians.items()} if base else {}
     for r in runs:
         for e in r["events"]:
-            console.print(f"{r['config']}: {e}")
+            console.print(f"{r['config']} #{r['round']}: {e}")
         f = r.get("figures") or {}
         if "stalled_observer" in f:
-            console.print(f"stall: stalled observer {f['stalled_observer']}")
+            console.print(f"stall #{r['round']}: the stalled observer {f['stalled_observer']}")
         if r["config"] == "router-kill" and f.get("observers"):
-            console.print(f"router-kill: observers lost/regained the router "
-                          f"{f['observers']['router_lost']}/{f['observers']['router_regained']}")
-    ratios = {c: {"servo_p99": round(f["servo_p99_us"] / base["servo_p99_us"], 3),
-                  "apply_p99": round(f["apply_p99_ms"] / base["apply_p99_ms"], 3)} for c, f in ok.items()} if base else {}
-    summary = {"target_ratio": TARGET_RATIO, "ratios_vs_0": ratios,
+            console.print(f"router-kill #{r['round']}: observers lost/regained the router "
+                          f"{f['observers']['router_lost']}/{f['observers']['router_regained']}, frames missing per "
+                          f"observer {f['observers']['frames_missing_min']}-{f['observers']['frames_missing_max']}")
+    summary = {"target_ratio": TARGET_RATIO, "rounds": args.repeat, "medians": medians, "ratios_of_medians_vs_0": ratios,
                "meets_target": {c: all(v <= TARGET_RATIO for v in r.values()) for c, r in ratios.items()},
-               "failed": [r["config"] for r in runs if "failed" in r]}
+               "failed": [f"{r['config']} #{r['round']}" for r in runs if "failed" in r]}
     console.print(summary)
-    args.json.write_text(json.dumps({"summary": summary, "figures": ok,
-                                     "events": {r["config"]: r["events"] for r in runs}}, indent=1, default=str))
-    plot(ok, args.png)
+    args.json.write_text(json.dumps({"summary": summary, "figures": per_config,
+                                     "events": {f"{r['config']} #{r['round']}": r["events"] for r in runs}},
+                                    indent=1, default=str))
+    plot({c: fs[-1] for c, fs in ok.items()}, args.png)
     console.print(f"written {args.json}, {args.png}")
     return 1 if summary["failed"] else 0
 
