@@ -14,7 +14,7 @@ from collections.abc import Iterable
 _KEY_LEN = struct.Struct("!H")
 _SHIFT = struct.Struct("!d")
 _LEN = struct.Struct("!I")
-MAX_MESSAGE = 1 << 20  # one video batch above this is split (a keyframe of both eyes is ~0.2 MB)
+MAX_MESSAGE = 1 << 19  # one video batch above this is split (a keyframe of both eyes is ~0.2 MB)
 
 
 def pack_record(key: str, body: bytes) -> bytes:

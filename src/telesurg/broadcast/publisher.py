@@ -30,7 +30,7 @@ from telesurg.broadcast.zconfig import check_endpoint
 from telesurg.tap import Tap, Topic
 
 log = logging.getLogger("telesurg.broadcast")
-SOCKET_BUFFER = 4 << 20
+SOCKET_BUFFER = 2 << 20  # ~3 s of 720p stereo; older video is dropped as stale anyway
 POLL_S = 0.005
 STATS_PERIOD_S = 1.0
 SUBSCRIPTION_CAPACITY = 4096

@@ -1,9 +1,12 @@
 """The broadcast publisher process: hand-over messages in, Zenoh samples out (see publisher.py).
 
 It rebuilds each eye's frames from the link's video fragments (`Reassembler`, with FEC repair) and
-publishes every access unit as it is; JSON records are published as they came. Every publisher
-uses congestion control DROP: when the router or an observer cannot keep up, Zenoh drops samples
-instead of blocking here. Counters (its own and the site pump's) go out on `telesurg/<site>/broadcast`.
+publishes every access unit as it is, unless it is already stale (older than STALE_S: after a stall,
+or while the router was unreachable, the hand-over socket holds old video; a live view must not
+replay it, so it is counted `video_frames_stale` and skipped). JSON records are published as they
+came. Every publisher uses congestion control DROP: when the router or an observer cannot keep up,
+Zenoh drops samples instead of blocking here. Counters (its own and the site pump's) go out on
+`telesurg/<site>/broadcast`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ PUBLISHER_NICENESS = 10
 HOLD_S = 0.02
 MAX_WAIT_S = 0.1
 STATS_PERIOD_S = 1.0
+STALE_S = 0.5  # a frame older than this (the router was unreachable, this process was stalled) is not live
 
 
 def run_child(sock: socket.socket, site: str, connect: list[str], config_file: str | None, wall_offset: float) -> None:
@@ -67,6 +71,9 @@ def run_child(sock: socket.socket, site: str, connect: list[str], config_file: s
             if isinstance(event, FrameReady):
                 f = event.frame
                 capture = f.capture_time + shift
+                if time.monotonic() - capture > STALE_S:  # catching up after a stall: skip, never show the past
+                    counts["video_frames_stale"] += 1
+                    continue
                 unit = VideoUnit(f.stream, f.frame_number, capture, capture + wall_offset, f.keyframe,
                                  event.repaired, "h264", f.data)
                 put(video_key(site, f.stream), encode_video(unit), express=True)
