@@ -3,6 +3,7 @@
 Kept here so the sites need three lines each (see README "Observers and live broadcast"):
 
     add_broadcast_arguments(parser)                                   # add_arguments
+    error = check_broadcast_args(args, config.site.name)              # run(), after loading the config
     broadcast = broadcast_from_args(args, site.tap, config.site.name)  # after the site exists
     report["broadcast"] = broadcast.close() if broadcast else None     # after site.run
 """
@@ -31,6 +32,25 @@ def add_broadcast_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace console identities in the broadcast by pseudonyms (peer-1, peer-2, ...)")
     parser.add_argument("--zenoh-config", type=Path, metavar="F",
                         help="Zenoh JSON5 config for the broadcast (TLS, user/password)")
+
+
+def check_broadcast_args(args: argparse.Namespace, site_name: str) -> str | None:
+    """The one-line error for a bad `--broadcast` endpoint, site name or `--zenoh-config` path, else None
+    (call before the site starts, so a typo fails at once instead of after the first hour)."""
+    if not getattr(args, "broadcast", None):
+        return None
+    from telesurg.broadcast.schema import check_site_name
+    from telesurg.broadcast.zconfig import check_endpoint
+
+    try:
+        for endpoint in args.broadcast:
+            check_endpoint(endpoint, "--broadcast")
+        check_site_name(site_name)
+    except ValueError as exc:
+        return str(exc)
+    if args.zenoh_config is not None and not args.zenoh_config.is_file():
+        return f"--zenoh-config {args.zenoh_config}: no such file"
+    return None
 
 
 def broadcast_from_args(args: argparse.Namespace, tap: Tap, site_name: str, *, video_from_peer: bool = False) -> Any:
