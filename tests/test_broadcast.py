@@ -172,8 +172,10 @@ def test_a_stalled_publisher_process_never_blocks_the_site(broadcast) -> None:
             time.sleep(1.0)
             stats = publisher.stats()
             assert stats["dropped_handover"].get(Topic.VIDEO, 0) > 0, stats
-            assert stats["send_ms_max"] < 100.0, stats  # a failed non-blocking write, never a wait
-            assert max(feeder.publish_s[stalled_at:]) < 0.05
+            # a failed non-blocking write, never a wait for the stalled process (that would last until SIGCONT);
+            # the bounds leave room for GIL and scheduler delays on a busy 2-core machine
+            assert stats["send_ms_max"] < 250.0, stats
+            assert max(feeder.publish_s[stalled_at:]) < 0.25
             assert len(feeder.publish_s) > stalled_at + 50  # the site kept publishing while stalled
         finally:
             os.kill(publisher.process.pid, signal.SIGCONT)
@@ -218,6 +220,24 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2 and done.stdout.startswith("telesurg broadcast-router: --zenoh-config"), done.stdout
     assert done.stdout.strip().count("\n") == 0
+
+
+def test_site_options_fail_in_one_line_before_the_site_starts(tmp_path: Path) -> None:
+    import argparse
+
+    from telesurg.broadcast.site_options import (
+        add_broadcast_arguments,
+        broadcast_from_args,
+        check_broadcast_args,
+    )
+
+    parser = argparse.ArgumentParser()
+    add_broadcast_arguments(parser)
+    assert "give a Zenoh endpoint" in check_broadcast_args(parser.parse_args(["--broadcast", "1.2.3.4:7447"]), "robot")
+    assert "key chunk" in check_broadcast_args(parser.parse_args(["--broadcast", "tcp/1.2.3.4:7447"]), "a/b")
+    assert check_broadcast_args(parser.parse_args(["--broadcast", "tcp/1.2.3.4:7447"]), "robot") is None
+    assert check_broadcast_args(parser.parse_args([]), "robot") is None
+    assert broadcast_from_args(parser.parse_args([]), Tap("robot"), "robot") is None
 
 
 def test_video_payload_round_trip_and_malformed_headers() -> None:
