@@ -268,6 +268,11 @@ def test_record_encoder_pseudonyms_and_what_is_not_published() -> None:
     assert encoder.encode(Topic.COMMAND_RECEIVED, 1.0, object()) == []
     state = ObserverState()
     assert state.receive("telesurg/robot/safety", body, 0.0, 0.0) is None and state.safety_total == 1
+    for severity in ("ALARM", "OK"):  # the console's alarm record: a severity change
+        (key, alarm), = encoder.encode(Topic.ALARM, 2.0, {"key": "rtt", "severity": severity, "previous": "WARN",
+                                                          "message": "path a RTT"})
+        state.receive(key, alarm, 0.0, 0.0)
+        assert state.report()["alarms_active"] == (["rtt"] if severity == "ALARM" else [])
     with pytest.raises(ValueError, match="key chunk"):
         RecordEncoder("robot/*", 0.0)
 

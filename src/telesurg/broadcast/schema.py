@@ -212,7 +212,9 @@ class RecordEncoder:
         return [(f"{self.prefix}/session", self._body("session", t, **fields))]
 
     def _alarm(self, t: float, alarm: dict[str, Any]) -> list[tuple[str, bytes]]:
-        fields = {k: alarm.get(k) for k in ("key", "severity", "message", "active")}
+        fields = {k: alarm.get(k) for k in ("key", "severity", "previous", "message")}
+        # the console publishes severity changes (console/alarms.py): active unless back to OK
+        fields["active"] = bool(alarm["active"]) if "active" in alarm else alarm.get("severity") not in ("OK", None)
         return [(f"{self.prefix}/alarms", self._body("alarm", t, **fields))]
 
     def _safety(self, topic: str, t: float, record: dict[str, Any]) -> list[tuple[str, bytes]]:
