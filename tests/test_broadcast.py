@@ -266,6 +266,16 @@ def test_record_encoder_pseudonyms_and_what_is_not_published() -> None:
                                                        "config": {"link": {"key": "secret"}}})[0][1])
     assert "config" not in site
     assert encoder.encode(Topic.COMMAND_RECEIVED, 1.0, object()) == []
+    room = {"arms": {"0": {"owner": "dr-lee", "pending": ["dr-chen"], "local": False}},
+            "peers": {"dr-lee": {"role": "lead", "slot": 1, "connected": True},
+                      "dr-chen": {"role": "consultant", "slot": 2, "connected": True}}}
+    (key, body), = encoder.encode(Topic.ROOM, 3.0, room)
+    assert key == "telesurg/robot/room" and b"dr-" not in body
+    assert json.loads(body)["arms"]["PSM1"] == {"owner": "peer-1", "pending": ["peer-2"], "local": False}
+    assert encoder.encode(Topic.ROOM, 3.1, room) == []  # unchanged: not sent again at 20 Hz
+    telemetry = Telemetry(4.0, 0, (ArmTelemetry(0, 1, 3, 7, (0.0, 0.0, 0.1), (1.0, 0.0, 0.0, 0.0), 0.2, 2),))
+    (_, arm), = encoder.encode(Topic.TELEMETRY, 4.0, telemetry)
+    assert json.loads(arm)["owner"] == "peer-2"  # slot 2 is dr-chen (peer-2 since the handover above)
     state = ObserverState()
     assert state.receive("telesurg/robot/safety", body, 0.0, 0.0) is None and state.safety_total == 1
     for severity in ("ALARM", "OK"):  # the console's alarm record: a severity change

@@ -77,6 +77,7 @@ class ObserverState:
         self.safety_total = 0
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=SAFETY_KEPT)
         self.site: dict[str, Any] = {}
+        self.room: dict[str, Any] = {}
         self.publisher: dict[str, Any] = {}
 
     def receive(self, key: str, payload: bytes, now: float, wall: float) -> VideoUnit | None:
@@ -129,6 +130,8 @@ class ObserverState:
             self.safety_total += 1
         elif what in ("path_event", "session"):
             self.events.append(body)
+        elif what == "room":
+            self.room = body
         elif what == "site":
             self.site = body
         elif what == "broadcast":

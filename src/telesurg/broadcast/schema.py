@@ -8,6 +8,7 @@ Key expressions (`<site>` is the site's configured name, e.g. `robot` or `consol
 | `telesurg/<site>/telemetry/<ARM>` (PSM1, PSM2, ECM) | JSON, kind "telemetry" | <= `telemetry_hz` (default 20) |
 | `telesurg/<site>/paths` | JSON, kind "paths": per peer, per path RTT/jitter/loss/state; clock offsets | 4 Hz |
 | `telesurg/<site>/paths/event` | JSON, kind "path_event": a path changed state | on change |
+| `telesurg/<site>/room` | JSON, kind "room": who owns each arm, who waits, who is connected in which role | on change, >= 0.5 Hz |
 | `telesurg/<site>/session` | JSON, kind "session": a console joined, left or was refused | on change |
 | `telesurg/<site>/alarms` | JSON, kind "alarm": key, severity, message, active | on change |
 | `telesurg/<site>/safety` | JSON, kind transition / hold / handover / local_console | on change |
@@ -162,6 +163,8 @@ class RecordEncoder:
         self.telemetry_period = 0.0 if telemetry_hz <= 0 else 1.0 / telemetry_hz
         self.names = Pseudonyms(anonymous)
         self._last_telemetry = -math.inf
+        self._slot_owner: dict[int, str] = {}  # owner slot -> console identity, from the room records
+        self._last_room: tuple[str, float] = ("", -math.inf)
 
     def _body(self, kind: str, t: float, **fields: Any) -> bytes:
         body = {"v": PAYLOAD_VERSION, "kind": kind, "site": self.site, "t": round(t, 6),
@@ -180,7 +183,8 @@ class RecordEncoder:
         out = []
         for arm in telemetry.arms:
             name = ARM_NAMES[arm.arm] if 0 <= arm.arm < len(ARM_NAMES) else f"arm{arm.arm}"
-            owner = "local" if arm.owner == 255 else (None if arm.owner == 0 else self.names(f"slot-{arm.owner}"))
+            owner = ("local" if arm.owner == 255 else None if arm.owner == 0
+                     else self.names(self._slot_owner.get(arm.owner, f"slot-{arm.owner}")))
             out.append((f"{self.prefix}/telemetry/{name}", self._body(
                 "telemetry", t, arm=name, t_robot=telemetry.t_robot, holds_total=telemetry.holds,
                 position_m=[round(v, 6) for v in arm.position],
@@ -189,6 +193,20 @@ class RecordEncoder:
                 supervisor_state=_name(SUPERVISOR_STATES, arm.supervisor_state),
                 owner=owner, owner_slot=arm.owner, last_applied_seq=arm.last_applied_seq)))
         return out
+
+    def _room(self, t: float, body: dict[str, Any]) -> list[tuple[str, bytes]]:
+        peers = body.get("peers") or {}
+        self._slot_owner = {int(p["slot"]): who for who, p in peers.items() if isinstance(p, dict) and "slot" in p}
+        arms = {ARM_NAMES[int(a)] if str(a).isdigit() and int(a) < len(ARM_NAMES) else str(a):
+                {"owner": self.names(v.get("owner")), "pending": [self.names(w) for w in v.get("pending", [])],
+                 "local": bool(v.get("local"))} for a, v in (body.get("arms") or {}).items()}
+        who = {self.names(k): {"role": p.get("role"), "connected": p.get("connected")} for k, p in peers.items()
+               if isinstance(p, dict)}
+        summary = json.dumps([arms, who], sort_keys=True)
+        if summary == self._last_room[0] and t - self._last_room[1] < 2.0:
+            return []
+        self._last_room = (summary, t)
+        return [(f"{self.prefix}/room", self._body("room", t, arms=arms, peers=who))]
 
     def _paths(self, t: float, per_peer: dict[str, Any]) -> list[tuple[str, bytes]]:
         peers = {self.names(peer): {name: _path_stats(s) for name, s in paths.items()}
@@ -260,6 +278,7 @@ def _jsonable(value: Any) -> Any:
 
 _HANDLERS: dict[str, Any] = {
     Topic.TELEMETRY: RecordEncoder._telemetry,
+    Topic.ROOM: RecordEncoder._room,
     Topic.PATHS: RecordEncoder._paths,
     Topic.CLOCK: RecordEncoder._clock,
     Topic.PATH_EVENT: RecordEncoder._path_event,
