@@ -269,9 +269,9 @@ def test_record_encoder_pseudonyms_and_what_is_not_published() -> None:
     room = {"arms": {"0": {"owner": "dr-lee", "pending": ["dr-chen"], "local": False}},
             "peers": {"dr-lee": {"role": "lead", "slot": 1, "connected": True},
                       "dr-chen": {"role": "consultant", "slot": 2, "connected": True}}}
-    (key, body), = encoder.encode(Topic.ROOM, 3.0, room)
-    assert key == "telesurg/robot/room" and b"dr-" not in body
-    assert json.loads(body)["arms"]["PSM1"] == {"owner": "peer-1", "pending": ["peer-2"], "local": False}
+    (key, room_body), = encoder.encode(Topic.ROOM, 3.0, room)
+    assert key == "telesurg/robot/room" and b"dr-" not in room_body
+    assert json.loads(room_body)["arms"]["PSM1"] == {"owner": "peer-1", "pending": ["peer-2"], "local": False}
     assert encoder.encode(Topic.ROOM, 3.1, room) == []  # unchanged: not sent again at 20 Hz
     telemetry = Telemetry(4.0, 0, (ArmTelemetry(0, 1, 3, 7, (0.0, 0.0, 0.1), (1.0, 0.0, 0.0, 0.0), 0.2, 2),))
     (_, arm), = encoder.encode(Topic.TELEMETRY, 4.0, telemetry)
