@@ -12,6 +12,7 @@ import argparse
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import zenoh
@@ -21,7 +22,7 @@ from telesurg.broadcast.zconfig import BroadcastConfigError, make_config, open_s
 DEFAULT_LISTEN = "tcp/0.0.0.0:7447"
 
 
-def start_router(listen: list[str], connect: list[str] = (), zenoh_config: Path | None = None) -> zenoh.Session:  # type: ignore[assignment]
+def start_router(listen: Sequence[str], connect: Sequence[str] = (), zenoh_config: Path | None = None) -> zenoh.Session:
     """An in-process Zenoh router; close the returned session to stop it. Raises BroadcastConfigError."""
     quiet_logs()
     config = make_config("router", listen=listen, connect=connect, config_file=zenoh_config)

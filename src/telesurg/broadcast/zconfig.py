@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +38,7 @@ def check_endpoint(endpoint: str, flag: str) -> str:
     return endpoint
 
 
-def make_config(mode: Mode, *, connect: list[str] | tuple[str, ...] = (), listen: list[str] | tuple[str, ...] = (),
+def make_config(mode: Mode, *, connect: Sequence[str] = (), listen: Sequence[str] = (),
                 config_file: Path | None = None, retry_forever: bool = False) -> zenoh.Config:
     """A Zenoh config: the file's settings (if any), then mode and endpoints from the command line.
 
