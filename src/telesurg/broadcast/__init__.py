@@ -2,7 +2,8 @@
 
 schema.py: key expressions and versioned payloads; publisher.py: the site side (tap subscriber
 thread -> publisher process); observer.py: the subscriber side; router_cli.py / observe_cli.py:
-`telesurg broadcast-router` and `telesurg observe`; demo_wiring.py: `telesurg demo --observers N`.
+`telesurg broadcast-router` and `telesurg observe`; site_options.py: the sites' `--broadcast` options and
+`telesurg demo --observers N`; observer_pool.py: many headless observers in one process.
 """
 
 from telesurg.broadcast.publisher import BroadcastPublisher, attach_broadcast
