@@ -331,3 +331,24 @@ def test_credentials_and_acl_from_a_zenoh_config_file(tmp_path: Path) -> None:
             observer.close()
     finally:
         router.close()
+
+
+def test_routers_chain_a_hall_reads_from_its_own_router() -> None:
+    site_side, hall = f"tcp/127.0.0.1:{free_port()}", f"tcp/127.0.0.1:{free_port()}"
+    upstream = start_router([site_side])
+    downstream = start_router([hall], connect=[site_side])
+    try:
+        observer = ObserverSession([hall], "robot", decode=False)
+        try:
+            encoder = RecordEncoder("robot", 0.0)
+            with zenoh.open(make_config("client", connect=[site_side])) as site:
+                time.sleep(0.5)
+                (key, body), = encoder.encode(Topic.ALARM, 1.0, {"key": "rtt", "severity": "ALARM", "message": "x"})
+                site.put(key, body)
+                pump(observer, 5.0, until=lambda: "rtt" in observer.state.alarms)
+            assert observer.state.report()["alarms_active"] == ["rtt"]
+        finally:
+            observer.close()
+    finally:
+        downstream.close()
+        upstream.close()
