@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "qualify": ("telesurg.qualify.cli", "pre-operative test session with a go/no-go report"),
     "audit": ("telesurg.record.audit_cli", "verify a site's tamper-evident audit log"),
     "simulate": ("telesurg.simulate.cli", "sweep seeded fault scenarios through the whole system in virtual time"),
+    "observe": ("telesurg.broadcast.observe_cli", "watch a site's live broadcast (picture, arms, link, alarms)"),
+    "broadcast-router": ("telesurg.broadcast.router_cli", "run a Zenoh router for the observers' broadcast"),
 }
 
 
