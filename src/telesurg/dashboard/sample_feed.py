@@ -28,7 +28,7 @@ ARMS = ("PSM1", "PSM2")
 class SampleRobotSite:
     """`step(now)` publishes what is due up to `now`; `start()`/`close()` run it on a thread in real time."""
 
-    def __init__(self, tap: Tap, *, video: bool = True, seed: int = 0, command_hz: float = 1000.0,
+    def __init__(self, tap: Tap, *, video: bool = True, seed: int = 0, command_hz: float = 2000.0,
                  video_fps: float = 15.0) -> None:
         self.tap = tap
         self.rng = random.Random(seed)
@@ -71,13 +71,13 @@ class SampleRobotSite:
         if path in self.rtt_override:
             return self.rtt_override[path]
         base = 204.0 if path == "A" else 231.0
-        wave = 3.0 * math.sin(t / 9.0) + (18.0 * math.exp(-((t % 90.0) - 55.0) ** 2 / 60.0) if path == "B" else 0.0)
+        wave = 3.0 * math.sin(t / 9.0) + (38.0 * math.exp(-((t % 90.0) - 29.0) ** 2 / 12.0) if path == "B" else 0.0)
         return base + wave + self.rng.gauss(0.0, 0.9 if path == "A" else 2.2)
 
     def path_state(self, path: str, t: float) -> PathState:
         if path in self.state_override:
             return self.state_override[path]
-        return PathState.DEGRADED if path == "B" and 50.0 <= t % 90.0 < 62.0 else PathState.UP
+        return PathState.DEGRADED if path == "B" and 25.0 <= t % 90.0 < 33.0 else PathState.UP
 
     def step(self, now: float) -> None:
         due = self._due
@@ -135,8 +135,8 @@ class SampleRobotSite:
         self._script_hold(t, s)
 
     def _script_hold(self, t: float, s: float) -> None:
-        """One watchdog hold on PSM2 at 20 s, resumed by the operator 3 s later."""
-        if self._held_at is None and s >= 20.0:
+        """One watchdog hold on PSM2 at 14 s, resumed by the operator 3 s later."""
+        if self._held_at is None and s >= 14.0:
             self._held_at = t
             self.holds += 1
             self._arm_state["PSM2"] = SupervisorState.HOLD

@@ -39,7 +39,7 @@ RECORDS_QUEUE = 16_384  # ~7 s of a robot's records at 2.2 k/s: a stalled dashbo
 VIDEO_QUEUE = 64  # batches (one eye's frame each): ~2 s at 15 fps stereo, ~1.5 MB at most
 OVERLAP_S = 2.0  # an update repeats this much of the past (records reach the model slightly out of order)
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; connect-src 'self'; "
                                "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
 }
