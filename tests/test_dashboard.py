@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from telesurg.dashboard import BindError, attach_dashboard, parse_bind
+from telesurg.dashboard import BindError, attach_dashboard, demo_flags, parse_bind
 from telesurg.dashboard.access import AccessPolicy
 from telesurg.dashboard.sample_feed import SampleRobotSite
 from telesurg.dashboard.server import DashboardServer
@@ -100,6 +100,12 @@ def test_bind_values_and_their_errors() -> None:
     assert lan.refusal("10.1.2.3", "10.0.0.1:8080") is None
     assert "Host" in (lan.refusal("10.1.2.3", "attacker.example:8080") or "")
     assert "Origin" in (lan.refusal("10.1.2.3", "10.0.0.1:8080", "http://attacker.example") or "")
+    assert demo_flags(":8080", ["10.0.0.0/8"]) == {
+        "console": ["--dashboard", "127.0.0.1:8080", "--dashboard-allow", "10.0.0.0/8"],
+        "robot": ["--dashboard", "127.0.0.1:8081", "--dashboard-allow", "10.0.0.0/8"]}
+    assert demo_flags(None) == {"console": [], "robot": []}
+    with pytest.raises(BindError, match="fixed port"):
+        demo_flags(":0")
 
 
 def test_metrics_from_real_records(robot_dashboard: tuple[Tap, DashboardServer]) -> None:

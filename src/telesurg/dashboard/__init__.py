@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from telesurg.dashboard.server import DashboardServer
     from telesurg.tap import Tap
 
-__all__ = ["BindError", "add_arguments", "attach_dashboard", "from_args", "parse_bind"]
+__all__ = ["BindError", "add_arguments", "attach_dashboard", "demo_flags", "from_args", "parse_bind"]
 
 
 def attach_dashboard(tap: Tap, bind: str, *, site_name: str | None = None, role: str | None = None,
@@ -37,10 +37,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_args(args: argparse.Namespace, tap: Tap, *, site_name: str, role: str,
               video: bool = True) -> DashboardServer | None:
-    """Start the dashboard if `--dashboard` was given (prints its URL); raises BindError/OSError."""
+    """Start the dashboard if `--dashboard` was given and print its URL. A bad value or a port in use
+    ends the command with a one-line message (SystemExit), before the site starts."""
     if not getattr(args, "dashboard", None):
         return None
-    server = attach_dashboard(tap, args.dashboard, site_name=site_name, role=role, video=video,
-                              allow=args.dashboard_allow)
+    try:
+        server = attach_dashboard(tap, args.dashboard, site_name=site_name, role=role, video=video,
+                                  allow=args.dashboard_allow)
+    except (BindError, OSError) as exc:
+        raise SystemExit(f"telesurg {role}: {exc}") from None
     print(f"{role}: dashboard at {server.url} (metrics at {server.url}metrics)", flush=True)
     return server
+
+
+def demo_flags(value: str | None, allow: list[str] | None = None) -> dict[str, list[str]]:
+    """`telesurg demo --dashboard [HOST:]PORT`: the console site serves on PORT, the robot site on
+    PORT + 1 (each its own page and /metrics); returns the flags to add to each site's command."""
+    if not value:
+        return {"console": [], "robot": []}
+    bind = parse_bind(value)
+    if bind.port in (0, 65535):
+        raise BindError(f"--dashboard {value!r}: the demo needs a fixed port below 65535 (robot on PORT + 1)")
+    host = f"[{bind.host}]" if ":" in bind.host else bind.host
+    extra = [flag for cidr in (allow or []) for flag in ("--dashboard-allow", cidr)]
+    return {"console": ["--dashboard", f"{host}:{bind.port}", *extra],
+            "robot": ["--dashboard", f"{host}:{bind.port + 1}", *extra]}

@@ -226,13 +226,15 @@ class DashboardModel:
             "site": {"name": self.site, "role": self.role, "software": self.software,
                      "started": None if self.started_at is None else w(self.started_at)},
             "now": w(self.now), "window_s": self.window_s,
-            "paths": [{**self.path_now[key], "points": [[w(p[0]), *p[1:]] for p in points if p[0] > start]}
+            "paths": [{**self.path_now[key], "key": f"{key[0]}|{key[1]}",
+                       "points": [[w(p[0]), *p[1:]] for p in _after(points, start)]}
                       for key, points in sorted(self.paths.items())],
             "delay": {"label": "command one-way delay" if self.role != "console"
                       else "telemetry one-way delay (robot → console)",
-                      "series": [{"peer": peer, "points": [[w(p[0]), *p[1:]] for p in s.points if p[0] > start]}
+                      "series": [{"peer": peer, "points": [[w(p[0]), *p[1:]] for p in _after(s.points, start)]}
                                  for peer, s in sorted(self.delays.items())]},
             "arms": self.arms(),
+            "consoles": self.consoles(),
             "alarms": [{k: v for k, v in a.items() if k != "since_t"} for a in self.alarms.values()],
             "conditions": self.conditions(),
             "events": [e for e in self.events if e["id"] > since_event],
@@ -262,6 +264,15 @@ class DashboardModel:
                         "pos_mm": [round(1000.0 * v, 1) for v in a.position], "jaw_deg": round(math.degrees(a.jaw), 1)})
         return out
 
+    def consoles(self) -> list[dict[str, Any]]:
+        """The consoles in the room (the robot's room status: role, connected, per-path RTT)."""
+        peers = self.room.get("peers", {}) if isinstance(self.room, dict) else {}
+        if not isinstance(peers, dict):
+            return []
+        return [{"identity": str(identity), "role": str(p.get("role", "")), "connected": bool(p.get("connected", True)),
+                 "slot": p.get("slot"), "rtt_ms": p.get("rtt_ms", {})}
+                for identity, p in sorted(peers.items()) if isinstance(p, dict)]
+
     def conditions(self) -> list[dict[str, str]]:
         """What needs attention now, derived on either site (the console's own alarms come as records)."""
         out = []
@@ -273,6 +284,17 @@ class DashboardModel:
             if a["state"] in HELD_STATES:
                 out.append({"severity": "alarm", "text": f"{a['arm']} {a['state']}"})
         return out
+
+
+def _after(points: collections.deque, start: float) -> list[tuple]:
+    """The points newer than `start`, oldest first; scans from the newest end (an update needs a few)."""
+    out = []
+    for point in reversed(points):
+        if point[0] <= start:
+            break
+        out.append(point)
+    out.reverse()
+    return out
 
 
 def _ms(value: float | None) -> float | None:

@@ -151,7 +151,11 @@ class SampleRobotSite:
     def _room(self, t: float) -> None:
         self.tap.publish(Topic.ROOM, t, {"t_robot": t, "arms": {a: {"owner": CONSOLE, "owner_slot": 1, "pending": [],
                                                                    "local": False} for a in ARMS},
-                                         "peers": {CONSOLE: {"role": "lead", "slot": 1, "connected": True}}})
+                                         "peers": {CONSOLE: {"role": "lead", "slot": 1, "connected": True,
+                                                             "rtt_ms": {p: round(self.rtt_ms(p, t - self.t0), 1)
+                                                                        for p in ("A", "B")}},
+                                                   "console-paris": {"role": "consultant", "slot": 2,
+                                                                     "connected": False}}})
 
     # -- real-time driver ------------------------------------------------------------------------
     def start(self) -> SampleRobotSite:

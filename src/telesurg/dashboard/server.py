@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,11 @@ log = logging.getLogger("telesurg.dashboard")
 STATIC = Path(__file__).with_name("static")
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 RECORDS_QUEUE = 16_384  # ~7 s of a robot's records at 2.2 k/s: a stalled dashboard loses figures, never blocks
-VIDEO_QUEUE = 64  # batches (one eye's frame each): ~2 s at 15 fps stereo, ~1.5 MB at most
-OVERLAP_S = 2.0  # an update repeats this much of the past (records reach the model slightly out of order)
+# ~2 s of 15 fps stereo at 2.5 Mbit/s, ~2 MB at most: the robot publishes one batch per eye and frame,
+# the console one record per payload as they arrive
+VIDEO_QUEUE = {"robot": 64, "console": 2048}
+OVERLAP_S = 2.0
+HISTORY_CHUNK = 200  # points per history message of a new page  # an update repeats this much of the past (records reach the model slightly out of order)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; connect-src 'self'; "
                                "frame-ancestors 'none'",
@@ -71,7 +75,8 @@ class DashboardServer:
         self.subscription = tap.subscribe("dashboard", RECORDS_QUEUE, topics)
         self.preview: VideoPreview | None = None
         if video:
-            self.preview = VideoPreview(tap.subscribe("dashboard-video", VIDEO_QUEUE, [Topic.VIDEO]),
+            queue = VIDEO_QUEUE.get(role or "", max(VIDEO_QUEUE.values()))
+            self.preview = VideoPreview(tap.subscribe("dashboard-video", queue, [Topic.VIDEO]),
                                         self._on_video, preview_fps=preview_fps)
         self.jpeg: bytes | None = None
         self._video_frames: collections.Counter[str] = collections.Counter()
@@ -267,14 +272,32 @@ class DashboardServer:
                     self.preview.want(5.0)
                 since = None if client.since is None else client.since - OVERLAP_S
                 now, last_event = self.model.now, self.model.last_event_id()
-                text = json.dumps(self.model.view(since, client.since_event), separators=(",", ":"))
-                await client.ws.send_str(text)
+                for text in _messages(self.model.view(since, client.since_event)):
+                    await client.ws.send_str(text)
                 client.since, client.since_event = now, last_event
                 if client.jpeg is not None:
                     jpeg, client.jpeg = client.jpeg, None
                     await client.ws.send_bytes(jpeg)
                 client.wake.clear()
                 await client.wake.wait()
+
+
+def _messages(view: dict[str, Any]) -> Iterator[str]:
+    """The view as JSON texts: a snapshot's minutes of points go in chunks after it, because one
+    `json.dumps` of ~100 KB holds the GIL for 7-10 ms in C (measured), which the site's 1 kHz
+    threads would feel; each chunk holds it ~1 ms and the loop yields between sends."""
+    if view["type"] != "snapshot":
+        yield json.dumps(view, separators=(",", ":"))
+        return
+    series = [("path", p["key"], p) for p in view["paths"]] + [("delay", d["peer"], d) for d in view["delay"]["series"]]
+    held = {(kind, key): entry.pop("points") for kind, key, entry in series}
+    for entry in (e for _, _, e in series):
+        entry["points"] = []
+    yield json.dumps(view, separators=(",", ":"))
+    for (kind, key), points in held.items():
+        for start in range(0, len(points), HISTORY_CHUNK):
+            yield json.dumps({"type": "history", "kind": kind, "key": key,
+                              "points": points[start:start + HISTORY_CHUNK]}, separators=(",", ":"))
 
 
 def attach_dashboard(tap: Tap, bind: str, *, site_name: str | None = None, role: str | None = None,

@@ -40,10 +40,15 @@ function merge(map, key, info, points) {
 }
 
 function onState(v) {
+  if (v.type === "history") {  // a new page's past, in chunks after the snapshot
+    const entry = (v.kind === "path" ? S.paths : S.delay).get(v.key);
+    if (entry) { merge(v.kind === "path" ? S.paths : S.delay, v.key, entry.info, v.points); scheduleRender(); }
+    return;
+  }
   if (v.type === "snapshot") { S.paths.clear(); S.delay.clear(); S.events = []; }
   S.view = v;
   S.serverSkew = Date.now() / 1000 - v.now;
-  for (const p of v.paths) merge(S.paths, `${p.peer}|${p.path}`, p, p.points);
+  for (const p of v.paths) merge(S.paths, p.key, p, p.points);
   for (const d of v.delay.series) merge(S.delay, d.peer, d, d.points);
   const horizon = v.now - v.window_s;
   for (const map of [S.paths, S.delay]) for (const e of map.values()) {
@@ -52,6 +57,13 @@ function onState(v) {
   }
   S.events = S.events.concat(v.events).slice(-200);
   render();
+}
+
+let renderPending = false;
+function scheduleRender() {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => { renderPending = false; if (S.view) render(); });
 }
 
 function pathLabel(info, multiPeer) { return multiPeer ? `path ${info.path} · ${info.peer}` : `path ${info.path}`; }
@@ -152,6 +164,10 @@ function renderArms(v) {
     <td>${esc(a.operating)}</td><td>${esc(a.owner)}${a.pending.length ? ` <span class="muted">(waiting: ${esc(a.pending.join(", "))})</span>` : ""}</td>
     <td class="num">${a.seq}</td><td class="num">${a.pos_mm.map((x) => fmt(x)).join(", ")}</td><td class="num">${fmt(a.jaw_deg)}°</td></tr>`).join("")
     || `<tr><td colspan="7" class="muted">no telemetry yet</td></tr>`;
+  $("consoles-table").tBodies[0].innerHTML = (v.consoles || []).map((c) => `<tr><td><b>${esc(c.identity)}</b></td>
+    <td>${esc(c.role)}</td><td>${c.slot ?? "—"}</td><td>${c.connected ? '<span class="sv FOLLOWING">connected</span>' : '<span class="sv DISABLED">gone</span>'}</td>
+    <td class="num">${Object.entries(c.rtt_ms || {}).map(([p, ms]) => `${esc(p)} ${fmt(ms)}`).join(" · ") || "—"}</td></tr>`).join("")
+    || `<tr><td colspan="5" class="muted">no room status yet</td></tr>`;
   $("holds").textContent = v.holds === null || v.holds === undefined ? "" : `${v.holds} hold${v.holds === 1 ? "" : "s"} since start`;
 }
 
@@ -246,7 +262,8 @@ function plot(canvas, o) {
     if (th.v > top) continue;
     g.strokeStyle = th.c; g.setLineDash([5, 4]); g.globalAlpha = 0.8;
     g.beginPath(); g.moveTo(L, Y(th.v)); g.lineTo(L + pw, Y(th.v)); g.stroke();
-    g.setLineDash([]); g.globalAlpha = 1; g.fillStyle = th.c; g.textAlign = "left"; g.fillText(th.l, L + 4, Y(th.v) - 3);
+    g.setLineDash([]); g.globalAlpha = 1; g.fillStyle = th.c; g.textAlign = "left";
+    g.fillText(th.l, L + 4, Y(th.v) < T + 12 ? Y(th.v) + 11 : Y(th.v) - 3);
   }
   g.save(); g.beginPath(); g.rect(L, T, pw, ph); g.clip();
   for (const s of o.series) {
