@@ -166,21 +166,23 @@ def test_event_stream_sends_the_model_then_what_changes(robot_dashboard: tuple[T
     tap.publish(Topic.PATHS, tap.clock(), {CONSOLE: {"A": stats(200.0)}})
     assert wait_for(lambda: json.loads(get(server.url + "api/state")[1])["paths"])  # drained into the model
 
-    async def run() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def run() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
         async with aiohttp.ClientSession() as session, session.ws_connect(server.url + "ws") as ws:
             first = json.loads((await ws.receive(timeout=5)).data)
             tap.publish(Topic.PATHS, tap.clock(), {CONSOLE: {"A": stats(287.5, state=PathState.DEGRADED)}})
             tap.publish(Topic.HOLD, tap.clock(), {"arm": "PSM2", "cause": "watchdog", "reaction_ms": 51.0,
                                                   "at_s": 0.0})
-            updates = []
+            history, updates = [], []
             while not any(u["paths"] and u["paths"][0]["rtt_ms"] == 287.5 for u in updates):
-                message = await ws.receive(timeout=5)
-                updates.append(json.loads(message.data))
-            return first, updates
+                message = json.loads((await ws.receive(timeout=5)).data)
+                (history if message["type"] == "history" else updates).append(message)
+            return first, history, updates
 
-    first, updates = asyncio.run(run())
+    first, history, updates = asyncio.run(run())
     assert first["type"] == "snapshot" and first["site"]["name"] == "casablanca-robot"
-    assert first["paths"][0]["rtt_ms"] == 200.0 and first["paths"][0]["points"][-1][1] == 200.0
+    assert first["paths"][0]["rtt_ms"] == 200.0 and first["paths"][0]["points"] == []  # the past comes next
+    assert [(h["kind"], h["key"]) for h in history] == [("path", f"{CONSOLE}|A")]
+    assert history[0]["points"][-1][1] == 200.0
     last = updates[-1]
     assert last["type"] == "update" and last["paths"][0]["state"] == "degraded"
     assert [p[1] for p in last["paths"][0]["points"]][-1] == 287.5
