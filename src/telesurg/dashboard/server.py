@@ -133,7 +133,7 @@ class DashboardServer:
         self._stop = asyncio.Event()
         runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.bind.host, self.bind.port, reuse_address=True)
+        site = web.TCPSite(runner, self.bind.host, self.bind.port, reuse_address=True, shutdown_timeout=1.0)
         try:
             await site.start()
         except OSError as exc:
@@ -249,7 +249,9 @@ class DashboardServer:
         return web.json_response(self.model.view())
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+        # no per-message deflate: JPEG does not compress and JSON updates are small; it would cost this
+        # thread CPU. A client that does not answer a close within 1 s is dropped (shutdown never waits long).
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, compress=False, timeout=1.0)
         await ws.prepare(request)
         client = _Client(ws)
         client.jpeg = self.jpeg
