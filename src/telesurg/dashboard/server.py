@@ -131,9 +131,9 @@ class DashboardServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.bind.host, self.bind.port, reuse_address=True, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, self.bind.host, self.bind.port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
