@@ -80,6 +80,7 @@ class DashboardServer:
                                         self._on_video, preview_fps=preview_fps)
         self.jpeg: bytes | None = None
         self._video_frames: collections.Counter[str] = collections.Counter()
+        self._video_freezes: collections.Counter[str] = collections.Counter()
         self.port = self.bind.port
         self.cpu_s = 0.0
         self.records = 0
@@ -195,7 +196,10 @@ class DashboardServer:
         self.model.video = {k: stats[k] for k in ("fps", "decoding", "decoded", "dropped", "jpegs", "jpeg_ms")}
         for stream, n in stats["frames"].items():
             self._video_frames[str(stream)] += n
+        for stream, n in stats["freezes"].items():
+            self._video_freezes[str(stream)] += n
         self.model.video["frames"] = dict(self._video_frames)
+        self.model.video["freezes"] = dict(self._video_freezes)
         if jpeg is not None:
             self.jpeg = jpeg
             for client in self._clients:

@@ -218,9 +218,10 @@ function renderVideo(v) {
   const shown = S.frameTimes.length > 1 ? (S.frameTimes.length - 1) / (S.frameTimes[S.frameTimes.length - 1] - S.frameTimes[0] || 1) : 0;
   const age = S.lastFrame ? Date.now() / 1000 - S.lastFrame : null;
   $("frame-tag").textContent = age === null ? "no picture" : `preview ${fmt(shown, 1)} fps · ${fmt(age, 1)} s ago`;
-  const frames = vid.frames || {};
+  const frames = vid.frames || {}, freezes = vid.freezes || {};
   $("video-stats").innerHTML = [
-    ["frames L/R", `${frames["0"] ?? 0} / ${frames["1"] ?? 0}`], ["decoded", vid.decoded ?? "—"], ["JPEG", vid.jpeg_ms ? `${fmt(vid.jpeg_ms, 1)} ms` : "—"],
+    ["frames L / R", `${frames["0"] ?? 0} / ${frames["1"] ?? 0}`], ["freezes L / R", `${freezes["0"] ?? 0} / ${freezes["1"] ?? 0}`],
+    ["preview decode", vid.decoding ? `${vid.decoded} frames` : "off (no page)"], ["JPEG encode", vid.jpeg_ms ? `${fmt(vid.jpeg_ms, 1)} ms` : "—"],
   ].map(([l, n]) => `<div class="fig"><div class="l">${l}</div><div class="n" style="font-size:14px">${esc(n)}</div></div>`).join("");
 }
 
