@@ -29,7 +29,7 @@ class SampleRobotSite:
     """`step(now)` publishes what is due up to `now`; `start()`/`close()` run it on a thread in real time."""
 
     def __init__(self, tap: Tap, *, video: bool = True, seed: int = 0, command_hz: float = 2000.0,
-                 video_fps: float = 15.0) -> None:
+                 video_fps: float = 15.0, video_replay_s: float | None = None) -> None:
         self.tap = tap
         self.rng = random.Random(seed)
         self.command_hz = command_hz
@@ -46,6 +46,10 @@ class SampleRobotSite:
         self._held_at: float | None = None
         self._video_period = 1.0 / video_fps
         self.video = self._make_video(video_fps) if video else None
+        self._replay: list[list[tuple[bytes, ...]]] = []  # per frame: one batch per eye
+        self._replay_index = 0
+        if self.video is not None and video_replay_s is not None:
+            self._record_replay(round(video_replay_s * video_fps))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sample-site", daemon=True)
         tap.publish(Topic.SITE, self.t0, {"event": "start", "role": "robot", "software": "telesurg sample feed"})
@@ -94,8 +98,34 @@ class SampleRobotSite:
             self._room(due["room"])
             due["room"] += 0.5
         if self.video is not None and due["video"] <= now:
-            self.video.step(now)
+            if self._replay:
+                self._publish_replayed(now)
+            else:
+                self.video.step(now)
             due["video"] = max(due["video"] + self._video_period, now - self._video_period)
+
+    def _record_replay(self, frames: int) -> None:
+        """Encode `frames` stereo frames now and replay them later: a site's encoder runs in its own
+        process, so a bench measuring this process's threads must not pay for encoding in it."""
+        published: list[tuple[bytes, ...]] = []
+        real_publish = self.tap.publish
+        self.tap.publish = lambda topic, t, payload: published.append(payload)  # type: ignore[method-assign]
+        try:
+            for _ in range(frames):
+                self.video.step(0.0)
+                self._replay.append(published[:])
+                published.clear()
+        finally:
+            self.tap.publish = real_publish  # type: ignore[method-assign]
+
+    def _publish_replayed(self, now: float) -> None:
+        """The next recorded frame, its frame numbers moved past the previous loop's (header bytes 4-8)."""
+        loop, index = divmod(self._replay_index, len(self._replay))
+        shift = loop * len(self._replay)
+        for batch in self._replay[index]:
+            self.tap.publish(Topic.VIDEO, now, tuple(
+                p[:4] + (int.from_bytes(p[4:8], "big") + shift).to_bytes(4, "big") + p[8:] for p in batch))
+        self._replay_index += 1
 
     def _commands(self, t: float) -> None:
         n = max(1, round(self.command_hz * 0.01))
