@@ -1,6 +1,6 @@
 """The web dashboard in a real browser, its screenshot, and what it costs the site.
 
-    python bench/dashboard_screenshot.py [--seconds 30] [--png out/dashboard.png] [--json F]
+    python bench/dashboard_screenshot.py [--seconds 24] [--png out/dashboard.png] [--json F]
 
 A tap fed by a scripted robot site that publishes real records (dashboard/sample_feed.py: 2,000
 CommandJudged/s as two arms at 1 kHz, 100 Hz Telemetry, 4 Hz PathStats, H.264 stereo 640x360 at
@@ -73,7 +73,7 @@ def open_browser(profile: str) -> Any:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=30.0, help="sample site run before the screenshot")
+    parser.add_argument("--seconds", type=float, default=24.0, help="sample site run before the screenshot")
     parser.add_argument("--png", type=Path, default=Path("out/dashboard.png"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -105,6 +105,9 @@ def main() -> int:
                 args.png.parent.mkdir(parents=True, exist_ok=True)
                 from selenium.webdriver.common.by import By
 
+                phase = (tap.clock() - feed.t0) % 90.0
+                if phase < 29.5:  # show the sample site's path B degradation (25-33 s of each 90 s)
+                    time.sleep(29.5 - phase)
                 driver.find_element(By.CSS_SELECTOR, '#window-select button[data-s="60"]').click()
                 height = driver.execute_script("return document.documentElement.scrollHeight")
                 driver.set_window_size(1600, height + 140)  # the whole page, browser frame included
