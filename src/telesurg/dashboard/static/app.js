@@ -228,7 +228,7 @@ function renderVideo(v) {
 // -- plotting: time on x (t0..t1, UNIX s), value on y from 0; null values break the line -------------------
 function niceMax(v) {
   const e = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * e >= v) return m * e;
+  for (const m of [1, 2, 4, 8, 10]) if (m * e >= v) return m * e;  // quarters of these are round numbers
   return 10 * e;
 }
 
@@ -250,7 +250,7 @@ function plot(canvas, o) {
   for (let i = 0; i <= 4; i++) {
     const y = T + (ph * i) / 4, val = top * (1 - i / 4);
     g.beginPath(); g.moveTo(L, Math.round(y) + 0.5); g.lineTo(L + pw, Math.round(y) + 0.5); g.stroke();
-    g.textAlign = "right"; g.fillText(val >= 10 ? val.toFixed(0) : val.toFixed(val >= 1 ? 1 : 2), L - 6, y + 3);
+    g.textAlign = "right"; g.fillText(val === 0 ? "0" : val >= 10 ? val.toFixed(0) : val.toFixed(val >= 1 ? 1 : 2), L - 6, y + 3);
   }
   const span = o.t1 - o.t0, step = span > 120 ? 60 : span > 30 ? 15 : 5;
   g.textAlign = "center";
