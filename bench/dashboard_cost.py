@@ -1,0 +1,126 @@
+"""What the dashboard costs a 1 kHz thread in the same process (the robot's servo loop, the console's ticker).
+
+    python bench/dashboard_cost.py [--rounds 3] [--block 5] [--json F]
+
+One process, as a robot site is: a scripted robot site publishes real records into the tap
+(dashboard/sample_feed.py: 2,000 CommandJudged/s, 100 Hz telemetry, 4 Hz path figures, H.264 stereo
+640x360 at 15 fps, encoded before the run and replayed: a robot site encodes in a child process), and a 1 kHz deadline loop with the servo loop's GIL switch interval (0.2 ms)
+measures how late each period starts. Blocks alternate: no dashboard, then the dashboard attached
+with one page open (a WebSocket client in another process, like a browser, receiving the JSON updates
+and the JPEG preview; its connection's snapshot is inside the block), so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from telesurg.dashboard import attach_dashboard
+from telesurg.dashboard.sample_feed import SampleRobotSite
+from telesurg.tap import Tap
+
+SWITCH_INTERVAL_S = 0.0002  # robot/servo.py's
+PAGE = """
+import asyncio, sys, aiohttp
+async def main():
+    async with aiohttp.ClientSession() as s, s.ws_connect(sys.argv[1]) as ws:
+        async for m in ws:
+            pass
+asyncio.run(main())
+"""
+
+
+class Ticker:
+    """1 kHz deadline loop; `lateness` collects how late each period began (seconds), per block label."""
+
+    def __init__(self) -> None:
+        self.label = "warm-up"
+        self.lateness: dict[str, list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ticker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        period, due = 0.001, time.monotonic()
+        while not self._stop.is_set():
+            due += period
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            now = time.monotonic()
+            self.lateness.setdefault(self.label, []).append(now - due)
+            if now - due > 0.05:  # a long stall: start again from now, as the servo loop skips
+                due = now
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--block", type=float, default=5.0, help="seconds per block")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    console = Console()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    tap = Tap("casablanca-robot")
+    feed = SampleRobotSite(tap, video_replay_s=8.0).start()  # encoded up front: a site encodes in a child process
+    ticker = Ticker()
+    ticker.start()
+    time.sleep(2.0)
+    cpu: dict[str, list[float]] = {"dashboard": []}
+    try:
+        for round_ in range(args.rounds):
+            console.print(f"round {round_ + 1}/{args.rounds}")
+            ticker.label = "no dashboard"
+            time.sleep(args.block)
+            ticker.label = "dashboard + 1 page"
+            server = attach_dashboard(tap, "127.0.0.1:0", role="robot")
+            page = subprocess.Popen([sys.executable, "-c", PAGE, server.url + "ws"])
+            time.sleep(args.block)
+            page.terminate()
+            page.wait()
+            cpu["dashboard"].append(100 * (server.cpu_s + (server.preview.cpu_s if server.preview else 0)) / args.block)
+            ticker.label = "closing"
+            server.close()
+    finally:
+        ticker.stop()
+        feed.close()
+    table = Table(title="1 kHz loop lateness, same process (2-vCPU VM)")
+    for column in ("condition", "periods", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "> 2 ms"):
+        table.add_column(column, justify="right" if column != "condition" else "left")
+    results = {}
+    for label in ("no dashboard", "dashboard + 1 page"):
+        late = np.asarray(ticker.lateness.get(label, [0.0])) * 1e6
+        row = {"periods": int(late.size), "p50_us": float(np.percentile(late, 50)),
+               "p99_us": float(np.percentile(late, 99)), "p999_us": float(np.percentile(late, 99.9)),
+               "max_us": float(late.max()), "over_2ms": int((late > 2000).sum())}
+        results[label] = row
+        table.add_row(label, str(row["periods"]), f"{row['p50_us']:.0f}", f"{row['p99_us']:.0f}",
+                      f"{row['p999_us']:.0f}", f"{row['max_us']:.0f}", str(row["over_2ms"]))
+    console.print(table)
+    base, board = results["no dashboard"], results["dashboard + 1 page"]
+    console.print(f"p99 ratio {board['p99_us'] / base['p99_us']:.2f}x, max ratio {board['max_us'] / base['max_us']:.2f}x; "
+                  f"dashboard threads {np.mean(cpu['dashboard']):.1f} % of a core (loop + preview)")
+    results["dashboard_cpu_pct"] = float(np.mean(cpu["dashboard"]))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
