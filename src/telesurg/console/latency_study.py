@@ -157,7 +157,8 @@ class _Surgeon:
         self.seen: deque[tuple[float, np.ndarray]] = deque()  # the picture over the settle window
         self.seen_moved = False
         self.felt_force = 0.0
-        self.noticed_at: float | None = None
+        self.noticed_at: float | None = None  # when the surgeon reacts to a contact they perceived
+        self.touching = False  # lifting off the current target's peg
         self.submovements = 0
 
     # -- perception ------------------------------------------------------------------------------
@@ -188,6 +189,8 @@ class _Surgeon:
         return self.targets[self.index] + np.array([0.0, 0.0, self.h.hover_m])
 
     def _estimate(self, now: float) -> np.ndarray:
+        """Where the surgeon believes the tool is: the cross when correcting from the overlay, else the
+        (delayed) picture."""
         seen = self.picture(now)
         if self.s.resolved_strategy == "continuous" and self.s.overlay:
             return self.hand.copy()  # the cross: where the tool is commanded to be, now
@@ -232,8 +235,6 @@ class _Surgeon:
                 self.touching = True
                 self._start_move(now, self._aim(), h.lift_s)
         return True
-
-    touching = False
 
 
 def run_study(setup: StudySetup) -> StudyResult:
