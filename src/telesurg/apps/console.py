@@ -36,6 +36,7 @@ from telesurg.console.core import ConsoleCore
 from telesurg.console.haptics.bridge import HapticsBridge, SimulatedHapticMaster
 from telesurg.console.haptics.feedback import ForceFeedbackCore
 from telesurg.console.inputs import MasterInput, ScriptedSurgeonInput, ScriptedTaskInput
+from telesurg.console.overlay_feed import ToolMarkers
 from telesurg.console.status import LiveStatus, render_text, snapshot_from
 from telesurg.link.driver import LinkEndpoint, install_uvloop
 from telesurg.link.events import (
@@ -127,6 +128,8 @@ class ConsoleSite:
         self.want_video = config.video.enabled if video is None else video
         self.video: Any = None
         self._telemetry: collections.deque[Telemetry] = collections.deque(maxlen=4)
+        self._overlay_commands: list[ServoCommand] = []  # the newest sent (ticker) and received (loop) for
+        self._overlay_telemetry: Telemetry | None = None  # the overlay, read at the display rate on the loop
         haptics = config.console.haptics
         self.haptics = (HapticsBridge(ForceFeedbackCore(haptics, config.console.scale, config.console.registration_wxyz,
                                                         config.console.arms), master) if haptics.enabled else None)
@@ -158,6 +161,7 @@ class ConsoleSite:
             return
         if isinstance(message, Telemetry):
             self._telemetry.append(message)
+            self._overlay_telemetry = message
             self.tap.publish(Topic.TELEMETRY, event.at, message)
         elif isinstance(message, RoomStatus):
             self.room.on_status(message.body)
@@ -224,6 +228,7 @@ class ConsoleSite:
             commands = [replace(c, flags=c.flags & ~(FLAG_ENGAGED | FLAG_REENGAGE)) for c in commands]
         if commands:
             self._send(commands)  # sealed and sent on this thread: no hop through the event loop
+            self._overlay_commands = commands
 
     def _note_following(self, telemetry: Telemetry) -> None:
         if self.following_at is None and telemetry.arms and all(
@@ -294,7 +299,12 @@ class ConsoleSite:
         headless = os.environ.get("SDL_VIDEODRIVER") in ("dummy", "offscreen") or (
             sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
         # headless: nobody to show it to, so decode and measure only (composing pictures costs a core share)
-        self.video = ConsoleVideo(self.config.video, self.endpoint, display=not headless)
+        self.video = ConsoleVideo(self.config.video, self.endpoint, display=not headless,
+                                  tool_markers=self._tool_markers)
+
+    def _tool_markers(self) -> ToolMarkers:
+        """The predictive overlay's input (asyncio loop, display rate): commanded now, last measured."""
+        return ToolMarkers.from_messages(self._overlay_commands, self._overlay_telemetry)
 
     def _observe(self, status: LiveStatus | None) -> None:
         now = time.monotonic()

@@ -9,8 +9,9 @@ the picture rate drops, never the command rate (video gives way first, DESIGN.md
 The link stays in the parent (one authenticated session); each decrypted VIDEO payload crosses to
 the child over a SOCK_SEQPACKET socket pair (message boundaries kept, non-blocking: if the child
 falls behind the payload is dropped and counted, exactly as a congested link would drop video).
-Messages are tagged: parent→child `V`ideo payload, clock `O`ffset, `S`top; child→parent `K`eyframe
-request (forwarded on the reliable event channel) and the final `R`eport (JSON).
+Messages are tagged: parent→child `V`ideo payload, clock `O`ffset, `T`ool positions for the predictive
+overlay (console/overlay_feed.py; 30 Hz, only when there is a window to draw on), `S`top; child→parent
+`K`eyframe request (forwarded on the reliable event channel) and the final `R`eport (JSON).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from telesurg.console.overlay_feed import ToolMarkers, ToolOverlayPainter
 from telesurg.link.driver import LinkEndpoint
 from telesurg.realtime import unpin
 from telesurg.site_config import VideoConfig
@@ -37,6 +42,18 @@ VIDEO_NICENESS = 10  # below the command path (0), above nothing else we run
 SOCKET_BUFFER = 4 << 20
 _OFFSET = struct.Struct("!d")
 _MAX_MESSAGE = 1 << 16
+
+
+TOOLS_LEGEND = "overlay (o): cyan + commanded now, amber o last measured"
+
+
+def with_tools(tools: ToolOverlayPainter, shown: bool, left: np.ndarray, right: np.ndarray | None,
+               lines: list[str]) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """The eyes and status lines to show: with the predictive overlay and its legend while `shown`."""
+    if not shown:
+        return left, right, lines
+    left, right = tools.paint(left, right)
+    return left, right, [*lines, TOOLS_LEGEND]
 
 
 def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: float) -> None:
@@ -61,6 +78,7 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
                              clock=time.monotonic)
     stop = threading.Event()
     shown = [0]
+    tools = ToolOverlayPainter(video.width, video.height)
 
     def show() -> None:
         try:
@@ -77,7 +95,8 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
                     continue
                 left = frames[0].rgb(to_rgb[0])
                 right = frames[1].rgb(to_rgb[1]) if frames[1] is not None else None
-                window.show(left, right, overlay_lines(receiver.metrics.report()))
+                window.show(*with_tools(tools, window.tools_shown, left, right,
+                                        overlay_lines(receiver.metrics.report())))
                 shown[0] += 1
         finally:
             window.close()
@@ -101,6 +120,8 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
                     receiver.receive(message[1:], time.monotonic())
                 elif message[:1] == b"O":
                     receiver.metrics.clock_offset = -_OFFSET.unpack_from(message, 1)[0]
+                elif message[:1] == b"T":
+                    tools.receive(message[1:])
             due = receiver.get_timer()
             if due is not None and due <= time.monotonic():
                 receiver.handle_timer(time.monotonic())
@@ -112,6 +133,7 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
         report = dict(receiver.metrics.report())
         report["frames_on_screen"] = shown[0]
         report["keyframe_requests_sent"] = receiver.keyframe_requests_sent
+        report["overlay"] = {"frames_drawn": tools.frames_drawn, "malformed": tools.malformed}
         sock.settimeout(5.0)
         with contextlib.suppress(OSError):
             sock.send(b"R" + json.dumps(report).encode())
@@ -121,7 +143,10 @@ def _child(sock: socket.socket, config: dict[str, Any], display: bool, offset: f
 class ConsoleVideo:
     """Parent-side handle: VIDEO payloads to the child, keyframe requests back to the robot."""
 
-    def __init__(self, config: VideoConfig, endpoint: LinkEndpoint, *, display: bool = True) -> None:
+    def __init__(self, config: VideoConfig, endpoint: LinkEndpoint, *, display: bool = True,
+                 tool_markers: Callable[[], ToolMarkers | None] | None = None) -> None:
+        """`tool_markers`: called at the display rate on the asyncio loop for the overlay's latest tool
+        positions (None: nothing yet); not called without a display (headless pays nothing for it)."""
         self._endpoint = endpoint
         self._loop = asyncio.get_running_loop()
         self._sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -141,6 +166,10 @@ class ConsoleVideo:
         self._ready = asyncio.Event()
         self.payloads_dropped = 0
         self.keyframe_requests_forwarded = 0
+        self._tool_markers = tool_markers if display else None
+        self._tools_timer: asyncio.TimerHandle | None = None
+        if self._tool_markers is not None:
+            self._tools_timer = self._loop.call_later(1.0 / DISPLAY_HZ, self._send_tools)
 
     async def wait_ready(self, timeout: float) -> bool:
         """Until the child has started and can decode (a spawned interpreter takes ~1 s, more when busy)."""
@@ -157,6 +186,14 @@ class ConsoleVideo:
             self._sent_offset = offset
             self._send(b"O" + _OFFSET.pack(offset))
         self._send(b"V" + payload)
+
+    def _send_tools(self) -> None:
+        """Every display period: the newest tool positions to the child (dropped, not queued, if it lags)."""
+        self._tools_timer = self._loop.call_later(1.0 / DISPLAY_HZ, self._send_tools)
+        markers = self._tool_markers() if self._tool_markers is not None else None
+        if markers is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._sock.send(b"T" + markers.encode())
 
     def _send(self, message: bytes) -> None:
         try:
@@ -189,6 +226,8 @@ class ConsoleVideo:
         return report
 
     def close(self) -> None:
+        if self._tools_timer is not None:
+            self._tools_timer.cancel()
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self._sock.fileno())
         self._sock.setblocking(True)

@@ -58,6 +58,7 @@ class StereoDisplay:
         self._font = pygame.font.Font(None, max(16, height // 30))
         self.frames_shown = 0
         self.closed = False
+        self.tools_shown = True  # the predictive overlay of the tools ('o' toggles; the caller draws it)
 
     def show(self, left: np.ndarray, right: np.ndarray | None = None, overlay: Sequence[str] = ()) -> None:
         """Compose, scale to the window, draw the overlay and flip. Returns at once (no vsync wait)."""
@@ -76,7 +77,8 @@ class StereoDisplay:
         self.frames_shown += 1
 
     def poll(self) -> list[str]:
-        """Handle window events; returns key names pressed ('m' cycles the mode, window close -> 'quit')."""
+        """Handle window events; returns key names pressed ('m' cycles the mode, 'o' toggles the tool
+        overlay, window close -> 'quit')."""
         pg = self._pg
         keys = []
         for event in pg.event.get():
@@ -88,6 +90,8 @@ class StereoDisplay:
                 keys.append(name)
                 if name == "m":
                     self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]  # type: ignore[assignment]
+                elif name == "o":
+                    self.tools_shown = not self.tools_shown
         return keys
 
     def pixels(self) -> np.ndarray:
