@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from telesurg import dashboard
 from telesurg.apps.common import (
     DelayHistogram,
     PathRecorder,
@@ -30,6 +31,7 @@ from telesurg.apps.common import (
     write_report,
 )
 from telesurg.apps.console_room import ConsoleRoom, parse_hand_over
+from telesurg.broadcast.site_options import add_broadcast_arguments, broadcast_from_args, check_broadcast_args
 from telesurg.console.alarms import AlarmChange, AlarmEvaluator, RobotAlarmInput
 from telesurg.console.consult import ConsultantInput
 from telesurg.console.core import ConsoleCore
@@ -391,6 +393,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_idle_poll_option(parser)
     parser.add_argument("--haptics", action="store_true", help="force feedback on a simulated motorised handle "
                         "around the master input (console/haptics/)")
+    add_broadcast_arguments(parser)
+    dashboard.add_arguments(parser)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr (keeps the live display clean)")
 
@@ -408,10 +412,12 @@ def run(args: argparse.Namespace) -> int:
         config.video = config.video.overridden(fps=args.video_fps)
         request_arms = [parse_arm(name) for name in args.request_arm]
         hand_over = parse_hand_over(args.hand_over) if args.hand_over else None
+        if args.dashboard:
+            dashboard.parse_bind(args.dashboard)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"telesurg console: {exc}")
         return 2
-    if (error := pin_to_option(args.cpus)) is not None:
+    if (error := pin_to_option(args.cpus) or check_broadcast_args(args, config.site.name)) is not None:
         print(f"telesurg console: {error}")
         return 2
     # a scripted task runs until performed (time spent in holds extends it), within a generous cap
@@ -427,8 +433,17 @@ def run(args: argparse.Namespace) -> int:
         site.request_arms = request_arms
         site.room.hand_over = hand_over
         site.stop_when_done = args.duration is None
-        return await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty(),
-                              connect_timeout=args.connect_timeout)
+        broadcast = broadcast_from_args(args, site.tap, config.site.name, video_from_peer=True)
+        board = dashboard.from_args(args, site.tap, site_name=config.site.name, role="console",
+                                    video=site.want_video)
+        try:
+            report = await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty(),
+                                    connect_timeout=args.connect_timeout)
+        finally:
+            if board is not None:
+                board.close()
+        report["broadcast"] = broadcast.close() if broadcast is not None else None
+        return report
 
     with idle_polling(args) as polling:
         report = asyncio.run(main())

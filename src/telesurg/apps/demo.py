@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from telesurg import dashboard
 from telesurg.apps.common import IDLE_POLL_HELP, cpu_times, cpu_usage, write_report
 from telesurg.apps.emulated import site_command, start_emulated_link
+from telesurg.broadcast.site_options import DemoBroadcast
 from telesurg.idle_poll import KeepCpusAwake
 from telesurg.link.driver import install_uvloop
 from telesurg.netem.errors import NetemConfigError
@@ -112,13 +114,20 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     robot_log = (workdir / "robot.log").open("w")  # the robot's transition log; the terminal is the console's
     robot_ready = workdir / "robot.ready"
     robot_ready.unlink(missing_ok=True)
-    robot_extra = ["--seed", str(args.seed), "--ready-file", str(robot_ready), *robot_video, *_cpus_flag(robot_cpus)]
+    broadcast = DemoBroadcast(args.observers, workdir) if args.observers is not None else None
+    boards = dashboard.demo_flags(args.dashboard, args.dashboard_allow)
+    if boards["robot"]:
+        print(f"dashboards: console http://{boards['console'][1]}/, robot http://{boards['robot'][1]}/", flush=True)
+    robot_extra = ["--seed", str(args.seed), "--ready-file", str(robot_ready), *robot_video, *_cpus_flag(robot_cpus),
+                   *(broadcast.site_flags() if broadcast is not None else []), *boards["robot"]]
     if args.haptics:
         robot_extra += ["--force-hz", "500"]
     robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, robot_extra),
                              env=env, stdout=robot_log, stderr=subprocess.STDOUT)
     if not await _wait_ready(robot, robot_ready):  # as long as it takes a slow machine, while it lives
         robot_log.close()
+        if broadcast is not None:
+            broadcast.close()
         await link.close_all()
         if pollers is not None:
             pollers.stop()
@@ -132,6 +141,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         console_extra += ["--duration", str(args.duration)]
     if args.haptics:
         console_extra.append("--haptics")
+    console_extra += boards["console"]
     if args.consoles > 1:  # the lead hands PSM1 to the consultant mid-task, and gets it back
         console_extra += ["--hand-over", f"PSM1@{_hand_over_time(args.rings):.2f}"]
     if not args.live:
@@ -178,6 +188,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for process in [console, *(o for o, _ in others)]:
             if process.poll() is None:
                 process.kill()
+        observers = broadcast.close() if broadcast is not None else None
         relay_sets = await link.close_all()
         relay_stats = relay_sets[0]
         robot_log.close()
@@ -193,6 +204,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                          f"{console.returncode})\n{tails}")
     other_data = [json.loads(path.read_text()) if path.exists() else {} for _, path in others]
     report = merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats, other_data)
+    if observers is not None:
+        report["observers"] = observers
     if others:
         report["consoles"] = {"console": _console_section(console_data, profile.name, relay_stats)}
         for data, relays, p in zip(other_data, relay_sets[1:], consultants, strict=True):
@@ -334,6 +347,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "mid-task and gets it back")
     parser.add_argument("--consultant-profile", default="paris-casablanca",
                         help="the consultants' WAN profile (default: paris-casablanca)")
+    parser.add_argument("--dashboard", metavar="[HOST:]PORT",
+                        help="web dashboards and /metrics: the console site on PORT, the robot site on PORT + 1")
+    parser.add_argument("--dashboard-allow", action="append", metavar="CIDR",
+                        help="client networks the dashboards answer (repeatable)")
+    parser.add_argument("--observers", type=int, metavar="N",
+                        help="live broadcast: an in-process Zenoh router and N headless observers of the robot "
+                             "(0: router and publisher only); their figures go to the report's 'observers'")
     parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                         help="live status display (default: when stdout is a terminal)")
@@ -346,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # fail fast, in one line, on a bad profile or scenario before any process starts
         load_profile(args.profile)
         load_profile(args.consultant_profile)
+        dashboard.demo_flags(args.dashboard, args.dashboard_allow)
         if args.scenario:
             load_scenario(args.scenario)
     except (NetemConfigError, OSError, ValueError) as exc:
