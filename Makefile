@@ -52,6 +52,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/igtl_servo.py --json out/bench/igtl_servo.json
 	$(BIN)/python bench/kinematic_driver.py --json out/bench/kinematic_driver.json
 	$(BIN)/python bench/haptics.py --png out/bench/haptics.png --json out/bench/haptics.json
+	$(BIN)/python bench/latency_benefit.py --png out/bench/latency_benefit.png --json out/bench/latency_benefit.json
+	$(BIN)/python bench/observers.py --json out/bench/observers.json --png out/bench/observers.png
+	$(BIN)/python bench/dashboard_screenshot.py --json out/bench/dashboard.json
+	$(BIN)/python bench/dashboard_cost.py --json out/bench/dashboard_cost.json
+	$(BIN)/python bench/fuzz_link.py
+	$(BIN)/python bench/fuzz_link.py --mode long
+	$(BIN)/telesurg simulate --scenarios 10000 --jobs 2 --plot out/bench/sim-hold-reactions.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
