@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("telesurg.apps.demo", "robot + emulated WAN + scripted surgeon on one machine"),
     "qualify": ("telesurg.qualify.cli", "pre-operative test session with a go/no-go report"),
     "audit": ("telesurg.record.audit_cli", "verify a site's tamper-evident audit log"),
+    "record": ("telesurg.record.cli", "inspect, merge and export black-box MCAP recordings"),
+    "replay": ("telesurg.record.replay", "replay a robot recording through a fresh safety supervisor"),
 }
 
 

@@ -109,12 +109,17 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     console_cpus, robot_cpus = halves if halves is not None else (None, None)
     robot_log = (workdir / "robot.log").open("w")  # the robot's transition log; the terminal is the console's
     robot_extra = ["--seed", str(args.seed), *robot_video, *_cpus_flag(robot_cpus)]
+    record_dir = _record_dir(args, workdir)
+    if record_dir is not None:  # black-box recording of the robot and the lead console (MCAP)
+        robot_extra += ["--record", str(record_dir)]
     robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, robot_extra),
                              env=env, stdout=robot_log, stderr=subprocess.STDOUT)
     following_marker = workdir / "console.following"
     following_marker.unlink(missing_ok=True)
     console_extra = ["--rings", str(args.rings), "--following-file", str(following_marker),
                      "--log-file", str(workdir / "console.log"), *video]
+    if record_dir is not None:
+        console_extra += ["--record", str(record_dir)]
     if args.duration is not None:
         console_extra += ["--duration", str(args.duration)]
     if args.consoles > 1:  # the lead hands PSM1 to the consultant mid-task, and gets it back
@@ -176,6 +181,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                            f"{console.returncode}); see the output above")
     other_data = [json.loads(path.read_text()) if path.exists() else {} for _, path in others]
     report = merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats, other_data)
+    if record_dir is not None:
+        report["record"] = {"dir": str(record_dir), "robot": robot_data.get("record"),
+                            "console": console_data.get("record")}
     if others:
         report["consoles"] = {"console": _console_section(console_data, profile.name, relay_stats)}
         for data, relays, p in zip(other_data, relay_sets[1:], consultants, strict=True):
@@ -187,6 +195,19 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                                                     "cpu_s": round(polled_s, 1)},
                          "cpu": cpu_usage(cpu_at_start, cpu_times(), not_counted_s=polled_s)}
     return report
+
+
+def _record_dir(args: argparse.Namespace, workdir: Path) -> Path | None:
+    """Where the demo's recordings go (kept after the run: beside the report unless --workdir is given);
+    a previous run's recordings there are removed, so the files are this run's alone."""
+    if not args.record:
+        return None
+    directory = args.record_dir or (args.workdir / "record" if args.workdir else
+                                    args.report.resolve().parent / f"{args.report.stem}-record")
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.mcap"):
+        stale.unlink()
+    return directory
 
 
 def _hand_over_time(rings: int) -> float:
@@ -250,6 +271,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"handover {h['arm']} {h['from']} -> {h['to']} at {h['at_s']:.1f} s ({h['reason']}): {gap}")
     lines.append(f"safety: {s['violations']} violations, {len(s['holds'])} holds, final state {s['final_state']}")
     lines.append(f"task: {t['rings_moved']} rings moved ({t['time_s']:.1f} s)")
+    rec = report.get("record")
+    if rec:
+        parts = [f"{site} {len(r.get('files', []))} file(s), {r.get('records')} records, "
+                 f"{r.get('bytes', 0) / 1e6:.1f} MB, {r.get('dropped_total')} dropped"
+                 for site, r in (("robot", rec.get("robot")), ("console", rec.get("console"))) if r]
+        lines.append(f"recording ({rec['dir']}): " + ("; ".join(parts) or "no site reported one"))
     if "video" in report:
         v = report["video"]
         if v.get("latency_ms", {}).get("p50") is None:
@@ -293,6 +320,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "mid-task and gets it back")
     parser.add_argument("--consultant-profile", default="paris-casablanca",
                         help="the consultants' WAN profile (default: paris-casablanca)")
+    parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=True,
+                        help="black-box MCAP recording of the robot and the console (default: on; "
+                             "telesurg record info / telesurg replay)")
+    parser.add_argument("--record-dir", type=Path, help="recordings here (default: <report>-record/ beside the "
+                                                        "report, or <workdir>/record)")
     parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                         help="live status display (default: when stdout is a terminal)")

@@ -65,12 +65,20 @@ class RobotSite:
     and the local console."""
 
     def __init__(self, config: RobotSiteConfig, *, seed: int = 0, video: bool | None = None,
-                 audit_dir: Path | None = None) -> None:
+                 audit_dir: Path | None = None, record_dir: Path | None = None) -> None:
         self.config = config
         self.seed = seed
         self.tap = Tap(config.site.name)  # every message and event of this process passes here once
         self.sim = SimDriver(seed=seed)
-        self.supervisor = SafetySupervisor(config.safety, INSTRUMENT_ARMS)
+        self.recorder: Any = None
+        if record_dir is not None:  # subscribed before anything runs: the recording starts with the site
+            from telesurg.record.journal import JournaledSupervisor
+            from telesurg.record.recorder import Recorder
+
+            self.recorder = Recorder(self.tap, record_dir, role="robot")
+            self.supervisor: SafetySupervisor = JournaledSupervisor(config.safety, INSTRUMENT_ARMS, self.tap)
+        else:
+            self.supervisor = SafetySupervisor(config.safety, INSTRUMENT_ARMS)
         self.servo = ServoLoop(self.supervisor, self.sim,
                                ServoConfig(rate_hz=config.robot.servo_hz, telemetry_hz=config.robot.telemetry_hz),
                                on_telemetry=self._on_telemetry, on_decision=self._on_decision)
@@ -223,6 +231,8 @@ class RobotSite:
     async def run(self, duration: float | None, stop: asyncio.Event) -> dict[str, Any]:
         self._loop = asyncio.get_running_loop()
         self.room.bind(self._loop)
+        if self.recorder is not None:
+            self.recorder.start()
         self.link_realtime = request_realtime(ROBOT_LINK_PRIORITY)  # this thread runs the link's loop
         await self.endpoint.start()
         if self.want_video:  # before the servo thread, so its imports never stall a servo period
@@ -263,7 +273,10 @@ class RobotSite:
             await self.endpoint.close()
             self.sim.close()
             self.tap.publish(Topic.SITE, time.monotonic(), {"event": "stop", "role": "robot"})
-        return self.report()
+        report = self.report()
+        if self.recorder is not None:
+            report["record"] = await asyncio.to_thread(self.recorder.close)
+        return report
 
     def _publish_link_figures(self, now: float) -> None:
         """Each console's per-path figures and clock offset into the tap (4 Hz)."""
@@ -332,6 +345,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (ring placement)")
     parser.add_argument("--audit", type=Path, metavar="DIR",
                         help="write the tamper-evident audit log of safety events here (telesurg audit verify)")
+    parser.add_argument("--record", type=Path, metavar="DIR",
+                        help="black-box recording (MCAP, robot-<n>.mcap) of every command, decision, telemetry "
+                             "sample, link figure, safety event and video frame (telesurg record info)")
     parser.add_argument("--no-video", action="store_true", help="do not stream the endoscope")
     parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"),
                         help="override [video] source of the config")
@@ -357,7 +373,8 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> dict[str, Any]:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit)
+        site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit,
+                         record_dir=args.record)
         report = await site.run(args.duration, stop)
         if site.audit is not None:
             site.audit.close(report)
