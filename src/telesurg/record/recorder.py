@@ -73,7 +73,8 @@ class Recorder:
         self.files: list[Path] = []
         self.records = self.messages = self.write_errors = self.convert_errors = 0
         self.dropped_disk: Counter[str] = Counter()
-        self.alarm: str | None = None
+        self.alarm: str | None = None  # the disk error going on now, if any
+        self.last_error: str | None = None
         self._pending: Counter[str] = Counter()  # records in the open chunk (lost with it on a disk error)
         self._stream: IO[bytes] | None = None
         self._writer: Writer | None = None
@@ -207,7 +208,9 @@ class Recorder:
             return
         total = sum(dropped.values())
         new = total - sum(self._drops_written.values())
-        reason = "disk error: " + self.alarm if self.alarm else "recorder queue full (writer behind)"
+        queue, disk = sum(self.subscription.dropped.values()), sum(self.dropped_disk.values())
+        reason = "; ".join(([f"{queue} in a full queue (writer behind)"] if queue else [])
+                           + ([f"{disk} by a disk error ({self.last_error})"] if disk else []))
         t = self._mono_now()
         self._add(self.converter._msg("recorder/dropped", "telesurg.RecorderDrops", t,
                                       {"dropped": dropped, "total": total, "reason": reason}))
@@ -270,9 +273,9 @@ class Recorder:
         path = self.files[-1] if self.files else self.directory
         if self.alarm is None:
             log.error("ALARM recorder %s: cannot write %s (%s: %s); records are dropped and counted, the file is "
-                      "kept as written so far, and a new file is tried every %.0f s", self.site, path,
+                      "kept as written so far, and a new file is tried every %.3g s", self.site, path,
                       type(exc).__name__, exc, self.retry_s)
-        self.alarm = f"{type(exc).__name__}: {exc}"
+        self.alarm = self.last_error = f"{type(exc).__name__}: {exc}"
         self._writer = None
         self._close_stream(fsync=False)
         self._retry_at = now + self.retry_s

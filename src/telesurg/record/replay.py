@@ -47,7 +47,8 @@ class ReplayResult:
     holds_replayed: int = 0
     holds_matched: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
-    mismatches: list[str] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)  # decisions
+    state_mismatches: list[str] = field(default_factory=list)  # transitions and holds (listed first)
     lost_inputs: dict[str, int] = field(default_factory=dict)
     truncated: str | None = None
     complete_session: bool = False  # the recording holds the site's start and stop
@@ -72,8 +73,9 @@ class ReplayResult:
                 "holds": {"recorded": self.holds_recorded, "replayed": self.holds_replayed,
                           "matched": self.holds_matched},
                 "lost_inputs": self.lost_inputs, "truncated": self.truncated,
-                "complete_session": self.complete_session, "mismatches": self.mismatches[:MAX_LISTED],
-                "mismatches_total": len(self.mismatches)}
+                "complete_session": self.complete_session,
+                "mismatches": (self.state_mismatches + self.mismatches)[:MAX_LISTED],
+                "mismatches_total": len(self.state_mismatches) + len(self.mismatches)}
 
 
 def _command(d: dict[str, Any]) -> ServoCommand:
@@ -195,9 +197,9 @@ def _compare(kind: str, recorded: list[tuple[Any, ...]], replayed: list[tuple[An
     setattr(result, f"{kind}s_replayed", len(replayed))
     setattr(result, f"{kind}s_matched", matched)
     for item in (Counter(recorded) - Counter(replayed)).elements():
-        result.mismatches.append(f"{kind} recorded but not replayed: {item}")
+        result.state_mismatches.append(f"{kind} recorded but not replayed: {item}")
     for item in (Counter(replayed) - Counter(recorded)).elements():
-        result.mismatches.append(f"{kind} replayed but not recorded: {item}")
+        result.state_mismatches.append(f"{kind} replayed but not recorded: {item}")
 
 
 # -- command line --------------------------------------------------------------------------------------
