@@ -59,6 +59,8 @@ def test_round_trip_of_real_records_with_foxglove_schemas_and_both_clocks(tmp_pa
     tap.publish(Topic.COMMAND_DECISION, t0 + 0.002, CommandJudged(cmd, "console#1", 7, 0.25, "rejected", "stale"))
     tap.publish(Topic.COMMAND_DECISION, t0 + 0.0025, CommandJudged(command(2, 100.001), "console#1", 8, 0.25,
                                                                    "applied", ""))
+    never_judged = command(3, 100.002)  # delivered as the site stopped: recorded as a receipt of its own
+    tap.publish(Topic.COMMAND_RECEIVED, t0 + 0.0026, CommandReceived(never_judged, "console#1", 9, "b", t0, 0.25))
     arm = ArmTelemetry(ArmId.PSM1.value, 1, 3, 1, HOME, (0.5, 0.5, 0.5, 0.5), 0.3, 1)
     tap.publish(Topic.TELEMETRY, t0 + 0.003, Telemetry(t0 + 0.003, 0, (arm,)))
     frames = encoded_frames(3)
@@ -68,7 +70,7 @@ def test_round_trip_of_real_records_with_foxglove_schemas_and_both_clocks(tmp_pa
     tap.publish(Topic.TRANSITION, t0 + 0.005, {"arm": "PSM1", "from": "FOLLOWING", "to": "HOLD",
                                                "cause": "watchdog", "at_s": t0 + 0.005})
     stats = recorder.close()
-    assert stats["dropped_total"] == 0 and stats["records"] == 6 + len(frames) and stats["video_frames"] == 3
+    assert stats["dropped_total"] == 0 and stats["records"] == 7 + len(frames) and stats["video_frames"] == 3
 
     rec = open_recording(stats["files"][0])
     assert rec.closed and rec.truncated is None and rec.meta["role"] == "robot"
@@ -90,6 +92,9 @@ def test_round_trip_of_real_records_with_foxglove_schemas_and_both_clocks(tmp_pa
 
     judged = by_topic["/robot/command/decision"][0]
     assert judged["command"]["position"] == list(cmd.position) and judged["reason"] == "stale"
+    assert judged["path"] == "a" and judged["arrived_at"] == t0 + 0.001  # the receipt rides with its decision
+    assert [r["command"]["cmd_seq"] for r in by_topic["/robot/command/received"]] == [3]
+    assert by_topic["/robot/command/decision"][1]["path"] is None  # judged with no receipt seen
     assert judged["now"] == t0 + 0.002
     # both timestamps: the site's own (UNIX = log_time) and the peer's, offset-corrected
     assert judged["clock"]["unix"] == pytest.approx(t0 + 0.002 + tap.wall_offset)

@@ -8,9 +8,9 @@
   and the same command judged line up, one path delay apart.
 - `export-csv FILE -o DIR`: per arm, the commanded trajectory (robot: every judged command and its
   outcome; console: every command sent) and the measured tool trajectory (telemetry, 100 Hz), and
-  `segments.csv`: the motion cut at each grasp and release (commanded jaw crossing half its range),
-  so a ring's reach and carry are separate rows, with duration, path length, straight-line distance
-  and economy of motion (straight / path, 1.0 = no wasted motion).
+  `segments.csv`: the applied motion cut at each grasp and release (commanded jaw crossing half its
+  range), so a ring's reach (jaw_open) and carry (jaw_closed) are separate rows, with duration, path
+  length, straight-line distance and economy of motion (straight / path, 1.0 = no wasted motion).
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def _segments(arm: str, samples: list[tuple[float, list[float], float]]) -> list
         if closed_changed or i == len(samples):
             end = i if i < len(samples) else i - 1
             straight = math.dist(samples[start][1], samples[end][1])
-            kind = "carry" if samples[start][2] < middle else "reach"
+            kind = "jaw_closed" if samples[start][2] < middle else "jaw_open"
             out.append([arm, len(out), kind, samples[start][0], round(samples[end][0] - samples[start][0], 4),
                         round(1000 * length, 3), round(1000 * straight, 3),
                         round(straight / length, 4) if length > 1e-9 else None])

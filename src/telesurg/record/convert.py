@@ -6,11 +6,19 @@ keeps one `Reassembler` and turns them back into whole H.264 access units, one
 `foxglove.CompressedVideo` per frame and eye (`/<site>/video/left`, `/<site>/video/right`).
 Clock offsets are taken from the CLOCK records as they pass (in stream order), so each message's
 `clock.peers` is the offset the site knew at that moment, not the one known when it was converted.
+
+A command the robot received and judged is one message, `/<site>/command/decision`, carrying the
+receipt (first path, arrival time) too: the link publishes the receipt just before the servo thread
+publishes the decision (measured: all but 1 of 43,970 in a demo), and one message instead of two
+is a third less writing for the recorder. `/<site>/command/received` holds the rest: commands
+delivered but not judged within `RECEIPT_WAIT_S` (the site stopping, a session ending) and the rare
+receipt that came after its decision.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import enum
 import math
@@ -21,6 +29,8 @@ from telesurg.tap import Topic
 
 VIDEO_HOLD_S = 0.0
 VIDEO_MAX_WAIT_S = 0.25  # a frame still missing fragments this long after its first one is not recorded
+RECEIPT_WAIT_S = 1.0  # a receipt not matched by a decision this long is written on its own
+RECEIPTS_KEPT = 20_000
 COMMANDED_POSE_PERIOD_S = 0.01  # commanded PoseInFrame at <= 100 Hz per arm (full rate on the command channels)
 EYES = {0: "left", 1: "right"}
 _ARM = {a.value: a.name for a in ArmId}
@@ -89,6 +99,8 @@ class RecordConverter:
         self.peer_offsets: dict[str, float | None] = dict(peer_offsets or {})
         self._reassembler: Any = None
         self._last_pose: dict[int, float] = {}
+        self._receipts: collections.OrderedDict[tuple[str, int, int], tuple[float, Any]] = collections.OrderedDict()
+        self._decided_first: collections.OrderedDict[tuple[str, int, int], None] = collections.OrderedDict()
         self.video_frames = 0
         self.video_frames_dropped = 0
 
@@ -130,15 +142,41 @@ class RecordConverter:
         return [self._msg(f"tool/{arm}/commanded", "foxglove.PoseInFrame", t,
                           pose_in_frame(t + self.wall_offset, c.position, c.orientation))]
 
-    def _command_received(self, t: float, r: Any) -> list[McapMessage]:
-        return [self._msg("command/received", "telesurg.CommandReceived", t, {
+    def _receipt(self, t: float, r: Any) -> McapMessage:
+        return self._msg("command/received", "telesurg.CommandReceived", t, {
             "command": command_dict(r.command), "sender": r.sender, "link_seq": r.link_seq, "path": r.path,
-            "arrived_at": r.arrived_at, "clock_offset": r.clock_offset})]
+            "arrived_at": r.arrived_at, "clock_offset": r.clock_offset})
+
+    def _command_received(self, t: float, r: Any) -> list[McapMessage]:
+        key = (r.sender, r.command.arm, r.command.cmd_seq)
+        if self._decided_first.pop(key, 1) is None:  # its decision is already written
+            return [self._receipt(t, r)]
+        self._receipts[key] = (t, r)
+        return self.expire_receipts(t)
+
+    def expire_receipts(self, now: float | None = None) -> list[McapMessage]:
+        """Receipts no decision claimed within RECEIPT_WAIT_S (all of them when `now` is None)."""
+        out, receipts = [], self._receipts
+        while receipts:
+            key, (t, r) = next(iter(receipts.items()))
+            if now is not None and now - t < RECEIPT_WAIT_S and len(receipts) <= RECEIPTS_KEPT:
+                break
+            del receipts[key]
+            out.append(self._receipt(t, r))
+        return out
 
     def _command_judged(self, t: float, j: Any) -> list[McapMessage]:
+        key = (j.sender, j.command.arm, j.command.cmd_seq)
+        receipt = self._receipts.pop(key, None)
+        if receipt is None:
+            self._decided_first[key] = None
+            while len(self._decided_first) > RECEIPTS_KEPT:
+                self._decided_first.popitem(last=False)
+        r = None if receipt is None else receipt[1]
         out = [self._msg("command/decision", "telesurg.CommandJudged", t, {
             "command": command_dict(j.command), "sender": j.sender, "link_seq": j.link_seq,
-            "clock_offset": j.clock_offset, "now": t, "outcome": j.outcome, "reason": j.reason})]
+            "clock_offset": j.clock_offset, "now": t, "outcome": j.outcome, "reason": j.reason,
+            "path": None if r is None else r.path, "arrived_at": None if r is None else r.arrived_at})]
         if j.outcome != "rejected":
             out += self._commanded_pose(t, j.command)
         return out

@@ -91,7 +91,12 @@ class Recorder:
 
     # -- control (any thread) ----------------------------------------------------------------------
     def start(self) -> None:
-        self._open(self._clock())
+        """Open the first file and start the writer thread; a disk error here is an alarm, not a crash."""
+        now = self._clock()
+        try:
+            self._open(now)
+        except OSError as exc:
+            self._disk_failed(exc, now)
         self._thread.start()
 
     def pause(self) -> None:
@@ -133,6 +138,10 @@ class Recorder:
 
     def _final(self) -> None:
         self._write_records(self.subscription.drain())
+        if self._writer is not None:  # commands received and never judged (the site stopped first)
+            with contextlib.suppress(OSError):
+                for message in self.converter.expire_receipts():
+                    self._add(message)
         now = self._clock()
         self._flush(now, rotate=False)
         if self._writer is not None:
@@ -232,17 +241,23 @@ class Recorder:
         n = self._next_index()
         path = self.directory / f"{self.site}-{n}.mcap"
         stream = self._opener(path)
-        self._stream, self._channels, self._schemas = stream, {}, {}
+        writer = Writer(stream, chunk_size=CHUNK_BYTES, compression=CompressionType.ZSTD)
+        try:
+            writer.start(profile=PROFILE, library=f"telesurg {telesurg.__version__}")
+            writer.add_metadata("telesurg", {"schema_version": SCHEMA_VERSION, "site": self.site, "role": self.role,
+                                             "wall_offset": repr(self.tap.wall_offset), "file_index": str(n),
+                                             "software": f"telesurg {telesurg.__version__}",
+                                             "opened_unix": repr(self.tap.wall_time(self.tap.clock()))})
+            writer.flush()
+        except OSError:  # still no room: leave no header-less file behind (the next try reuses its number)
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        self._stream, self._writer, self._channels, self._schemas = stream, writer, {}, {}
         self.files.append(path)
         self._opened_at = self._last_flush = self._last_fsync = now
-        writer = Writer(stream, chunk_size=CHUNK_BYTES, compression=CompressionType.ZSTD)
-        self._writer = writer
-        writer.start(profile=PROFILE, library=f"telesurg {telesurg.__version__}")
-        writer.add_metadata("telesurg", {"schema_version": SCHEMA_VERSION, "site": self.site, "role": self.role,
-                                         "wall_offset": repr(self.tap.wall_offset), "file_index": str(n),
-                                         "software": f"telesurg {telesurg.__version__}",
-                                         "opened_unix": repr(self.tap.wall_time(self.tap.clock()))})
-        writer.flush()
 
     def _reopen(self, t: float) -> bool:
         now = self._clock()

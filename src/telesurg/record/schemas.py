@@ -82,7 +82,9 @@ TELESURG = {
         "arguments SafetySupervisor.submit received", {
             "command": _COMMAND, "sender": {"type": "string"}, "link_seq": {"type": "integer"},
             "clock_offset": {"type": ["number", "null"]}, "now": _NUM,
-            "outcome": {"type": "string", "enum": ["applied", "clipped", "rejected"]}, "reason": {"type": "string"}}),
+            "outcome": {"type": "string", "enum": ["applied", "clipped", "rejected"]}, "reason": {"type": "string"},
+            "path": {"type": ["string", "null"], "description": "the path whose copy arrived first (null: unknown)"},
+            "arrived_at": {"type": ["number", "null"], "description": "when the robot's kernel had it (monotonic)"}}),
     "telesurg.Telemetry": _obj("telesurg.Telemetry", "messages.Telemetry (robot state, 100 Hz)", {
         "t_robot": _NUM, "holds": {"type": "integer"},
         "arms": {"type": "array", "items": {"type": "object", "properties": {
