@@ -46,6 +46,7 @@ RECORD_QUEUE = 200_000  # ~40 s of a robot site's records (1 kHz commands, decis
 FLUSH_INTERVAL_S = 0.05
 POLL_S = 0.01
 CHUNK_BYTES = 4 << 20  # a chunk closes at this size or at each flush, whichever comes first
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # json.dumps(**kw) builds one per call
 
 
 def _open_exclusive(path: Path) -> IO[bytes]:
@@ -183,7 +184,7 @@ class Recorder:
                                                                                  schema_bytes(m.schema))
             channel = self._channels[m.channel] = self._writer.register_channel(m.channel, "json", schema)
         try:
-            data = json.dumps(m.body, separators=(",", ":"), allow_nan=False).encode()
+            data = _ENCODE(m.body).encode()
         except ValueError:  # a NaN from a malformed command: JSON has none, keep it as null
             from telesurg.record.convert import jsonable
 
