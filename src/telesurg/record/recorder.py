@@ -119,7 +119,7 @@ class Recorder:
         return self.stats()
 
     def stats(self) -> dict[str, Any]:
-        dropped = Counter(self.subscription.dropped) + self.dropped_disk
+        dropped = self._queue_drops() + self.dropped_disk
         size = self._bytes_closed + (self._tell() or 0)
         return {"files": [str(p) for p in self.files], "records": self.records, "messages": self.messages,
                 "bytes": size, "dropped": dict(dropped), "dropped_total": sum(dropped.values()),
@@ -213,12 +213,12 @@ class Recorder:
             self._disk_failed(exc, now)
 
     def _write_drops(self, now: float) -> None:
-        dropped = {str(k): v for k, v in (Counter(self.subscription.dropped) + self.dropped_disk).items()}
+        dropped = {str(k): v for k, v in (self._queue_drops() + self.dropped_disk).items()}
         if dropped == self._drops_written:
             return
         total = sum(dropped.values())
         new = total - sum(self._drops_written.values())
-        queue, disk = sum(self.subscription.dropped.values()), sum(self.dropped_disk.values())
+        queue, disk = sum(self._queue_drops().values()), sum(self.dropped_disk.values())
         reason = "; ".join(([f"{queue} in a full queue (writer behind)"] if queue else [])
                            + ([f"{disk} by a disk error ({self.last_error})"] if disk else []))
         t = self._mono_now()
@@ -226,6 +226,11 @@ class Recorder:
                                       {"dropped": dropped, "total": total, "reason": reason}))
         self._add(self.converter._log(t, LOG_WARNING, f"recorder: {new} records lost ({reason}); {total} in all"))
         self._drops_written = dropped
+
+    def _queue_drops(self) -> Counter[str]:
+        """A copy of the tap's drop counts (publishers add keys while we read: copy under their lock)."""
+        with self.subscription._drop_lock:
+            return Counter({str(k): v for k, v in self.subscription.dropped.items()})
 
     def _mono_now(self) -> float:
         return self.tap.clock()
