@@ -8,7 +8,8 @@
     the robot's kernel -> applied p99, servo lateness p99, each as a ratio on/off of the medians
     (target: within 1.1x), and bytes per minute of recording (both sites, video included).
 (b) kill -9: `telesurg init` pair on loopback, the robot recording (`--record`, test-pattern video)
-    and a scripted console; the robot is killed with SIGKILL at a random moment 3-8 s after start,
+    and a scripted console; the robot's whole process group (site, video process and the recorder's
+    writer process, the harshest case) is killed with SIGKILL at a random moment 3-8 s after start,
     `--kills` times. Each file must be readable (telesurg's reader, and the stock `mcap` StreamReader up
     to the cut) and its newest record at most 100 ms older than the kill.
 (c) full disk: the demo recording into a 4 MB tmpfs (needs root to mount; skipped otherwise), which
@@ -143,13 +144,13 @@ def kills(console: Console, tmp: Path, args: argparse.Namespace) -> dict[str, An
         with console.status(f"(b) kill -9 {i + 1}/{args.kills}: robot killed {at:.1f} s after start"):
             robot = subprocess.Popen([*CLI, "robot", "--config", str(sites / "robot.toml"), "--record", str(record),
                                       "--video-source", "test-pattern"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
             consoles = subprocess.Popen([*CLI, "console", "--config", str(sites / "console.toml"), "--no-live",
                                          "--no-video", "--rings", "1", "--connect-timeout", "20"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(at)
             killed_at = time.time()
-            os.kill(robot.pid, signal.SIGKILL)
+            os.killpg(robot.pid, signal.SIGKILL)  # the site and its children: video, recording writer
             robot.wait(10)
             consoles.send_signal(signal.SIGINT)
             try:

@@ -136,15 +136,35 @@ while True:
 """
 
 
-def test_a_killed_writer_leaves_a_readable_file_missing_at_most_100_ms(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+def kill_writer(directory: Path, whole_group: bool) -> float:
+    """Run WRITER in a subprocess and SIGKILL it (and its writer process too if `whole_group`)."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(directory)], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
         time.sleep(1.0)
         killed_at = time.time()
-        os.kill(proc.pid, signal.SIGKILL)
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(5)
+    return killed_at
+
+
+def test_a_killed_site_leaves_its_recording_closed_by_the_writer_process(tmp_path: Path) -> None:
+    killed_at = kill_writer(tmp_path, whole_group=False)
+    path = tmp_path / "robot-0.mcap"
+    deadline = time.monotonic() + 10
+    while not open_recording(path).closed and time.monotonic() < deadline:  # the writer sees the pipe end
+        time.sleep(0.1)
+    bodies = [b for topic, _s, _m, b in open_recording(path).decoded() if topic == "/robot/command/decision"]
+    assert killed_at - bodies[-1]["clock"]["unix"] <= 0.100
+
+
+def test_a_killed_site_and_writer_leave_a_readable_file_missing_at_most_100_ms(tmp_path: Path) -> None:
+    killed_at = kill_writer(tmp_path, whole_group=True)
     path = tmp_path / "robot-0.mcap"
     rec = open_recording(path)
     assert not rec.closed
@@ -200,7 +220,7 @@ class FlakyDisk:
 
 def test_a_full_disk_raises_a_logged_alarm_counts_drops_and_recording_resumes(tmp_path: Path, caplog) -> None:
     tap = Tap("robot")
-    recorder = Recorder(tap, tmp_path, role="robot", retry_s=0.05, opener=FlakyDisk)
+    recorder = Recorder(tap, tmp_path, role="robot", retry_s=0.05, opener=FlakyDisk, process=False)
     recorder.start()
     seq = 0
 
@@ -216,7 +236,7 @@ def test_a_full_disk_raises_a_logged_alarm_counts_drops_and_recording_resumes(tm
         FlakyDisk.full = True
         try:
             burst(30)
-            assert "No space left" in (recorder.alarm or "")
+            assert recorder.writer is not None and "No space left" in (recorder.writer.alarm or "")
         finally:
             FlakyDisk.full = False
         burst(20)
@@ -236,7 +256,7 @@ def test_a_full_disk_raises_a_logged_alarm_counts_drops_and_recording_resumes(tm
 
 def test_rotation_by_size_keeps_every_record_in_readable_closed_files(tmp_path: Path) -> None:
     tap = Tap("robot")
-    recorder = Recorder(tap, tmp_path, role="robot", rotate_bytes=8_000, flush_interval_s=0.01)
+    recorder = Recorder(tap, tmp_path, role="robot", rotate_bytes=8_000, flush_interval_s=0.01, process=False)
     recorder.start()
     for seq in range(1, 601):
         tap.publish_now(Topic.COMMAND_DECISION, CommandJudged(command(seq, 1.0), "c#1", seq, 0.0, "applied", ""))
