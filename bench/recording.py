@@ -169,7 +169,7 @@ def kills(console: Console, tmp: Path, args: argparse.Namespace) -> dict[str, An
             result.update(readable=False, error="no file")
         runs.append(result)
     table = Table(title="(b) kill -9 of the recording robot site")
-    for col in ("run", "killed at s", "readable", "messages", "stock reader", "lost ms", "cut off"):
+    for col in ("run", "killed at s", "readable", "messages", "stock reader", "lost ms", "partial tail"):
         table.add_column(col, justify="right")
     for r in runs:
         table.add_row(str(r["run"]), str(r["kill_after_s"]), "yes" if r.get("readable") else f"NO {r.get('error')}",
