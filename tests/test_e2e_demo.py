@@ -44,6 +44,35 @@ def check_contract(checker: Path, report_path: Path, kind: str = "demo") -> None
     assert out.returncode == 0, out.stdout
 
 
+def check_recording(tmp_path: Path, report: dict, *, video: bool = False) -> dict:
+    """The demo's black-box recordings (on by default): both sites' files are read by `telesurg record
+    info`, lost nothing, and `telesurg replay` of the robot's reaches the same decisions, transitions and
+    holds as the run did. Returns the replay summary."""
+    record = report["record"]
+    assert Path(record["dir"]) == tmp_path / "sites" / "record"
+    files = {site: [Path(p) for p in record[site]["files"]] for site in ("robot", "console")}
+    assert [p.name for p in files["robot"]] == ["robot-0.mcap"] and files["console"]
+    for site, paths in files.items():
+        assert record[site]["dropped_total"] == 0 and record[site]["write_errors"] == 0
+        out = subprocess.run([sys.executable, "-m", "telesurg.cli", "record", "info", "--json", *map(str, paths)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        info = json.loads(out.stdout.splitlines()[0])
+        assert info["closed"] and info["meta"]["role"] == site and info["dropped_total"] == 0
+        assert info["channels"][f"/{site}/tool/PSM1/measured"]["schema"] == "foxglove.PoseInFrame"
+        if video:
+            assert info["channels"][f"/{site}/video/left"]["schema"] == "foxglove.CompressedVideo"
+    summary = tmp_path / "replay.json"
+    out = subprocess.run([sys.executable, "-m", "telesurg.cli", "replay", *map(str, files["robot"]), "--json",
+                          str(summary)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "SAME DECISIONS" in out.stdout, out.stdout[-3000:]
+    result = json.loads(summary.read_text())
+    # every delivered command was judged (a few may arrive after the servo loop stopped) and recorded
+    assert report["commands"]["delivered"] - 10 <= result["decisions"] <= report["commands"]["delivered"]
+    assert result["complete_session"] and result["conclusive"]
+    return result
+
+
 def write_scenario(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -76,6 +105,7 @@ def test_demo_moves_a_ring_over_the_shanghai_casablanca_profile(tmp_path, contra
     polled = machine["idle_poll"]
     assert polled["cpus"] == sorted(os.sched_getaffinity(0)) and polled["method"] in ("pollers", "pm_qos")
     assert polled["cpu_s"] > 0 or polled["method"] == "pm_qos"  # the kernel's own polling counts as idle
+    check_recording(tmp_path, report)
 
 
 def test_cutting_one_path_loses_no_command_and_video_does_not_freeze(tmp_path, contract_checker, no_loss_profile):
@@ -109,6 +139,7 @@ duration = 3.0
     long_gaps = [f for f in video["freeze_intervals"]
                  if f["to_s"] > down_at - 0.5 and f["from_s"] < up_at + 1.0 and f["to_s"] - f["from_s"] > 0.5]
     assert not long_gaps, (long_gaps, events)
+    check_recording(tmp_path, report, video=True)  # both eyes recorded as H.264 for Foxglove
 
 
 def test_cutting_both_paths_holds_within_the_watchdog_and_resumes_only_on_reengage(tmp_path, contract_checker):
@@ -138,6 +169,8 @@ duration = 0.3
     # and the task goes on where it stopped: the ring is still moved (with a cut 2-4 s into following
     # the re-anchored tool used to miss it by millimetres, see ConsoleCore._produce)
     assert report["task"]["rings_moved"] == 1
+    replayed = check_recording(tmp_path, report)  # the holds replay as they happened
+    assert replayed["holds"]["matched"] == replayed["holds"]["recorded"] == len(safety["holds"]) >= 1
 
 
 # `telesurg demo --consoles 2`: the lead over shanghai-casablanca, a scripted consultant over paris-casablanca;
@@ -159,6 +192,8 @@ def test_two_consoles_hand_psm1_over_and_back_and_the_ring_is_moved(tmp_path, co
     # each handover is a hold resumed by an aligned re-engage, never by itself
     released = [hold for hold in report["safety"]["holds"] if hold["cause"] == "released"]
     assert len(released) == 2 and all(hold["resumed_by"] == "reengage" for hold in released)
+    replayed = check_recording(tmp_path, report)  # ownership changes (assign) replay as they happened
+    assert replayed["holds"]["recorded"] >= 2
     c = report["commands"]
     assert c["duplicates_applied"] == 0 and c["out_of_order_applied"] == 0 and c["lost"] <= 1
     # both consoles' sessions, each with its own paths and figures

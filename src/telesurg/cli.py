@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("telesurg.simulate.cli", "sweep seeded fault scenarios through the whole system in virtual time"),
     "observe": ("telesurg.broadcast.observe_cli", "watch a site's live broadcast (picture, arms, link, alarms)"),
     "broadcast-router": ("telesurg.broadcast.router_cli", "run a Zenoh router for the observers' broadcast"),
+    "record": ("telesurg.record.cli", "inspect, merge and export black-box MCAP recordings"),
+    "replay": ("telesurg.record.replay", "replay a robot recording through a fresh safety supervisor"),
 }
 
 

@@ -110,9 +110,15 @@ def make_input(script: str | None, config: ConsoleSiteConfig, rings: int) -> tup
 
 
 class ConsoleSite:
-    def __init__(self, config: ConsoleSiteConfig, master: MasterInput, *, video: bool | None = None) -> None:
+    def __init__(self, config: ConsoleSiteConfig, master: MasterInput, *, video: bool | None = None,
+                 record_dir: Path | None = None) -> None:
         self.config = config
         self.tap = Tap(config.site.name)  # every message and event of this process passes here once
+        self.recorder: Any = None
+        if record_dir is not None:  # subscribed before anything runs: the recording starts with the site
+            from telesurg.record.recorder import Recorder
+
+            self.recorder = Recorder(self.tap, record_dir, role="console")
         self.core = ConsoleCore(config.console, master)
         if "reconnect" not in config.link.model_fields_set:  # a console finds a restarted robot by itself
             config.link.reconnect = True
@@ -243,6 +249,8 @@ class ConsoleSite:
     async def run(self, duration: float | None, stop: asyncio.Event, *, live: bool,
                   connect_timeout: float = 15.0) -> dict[str, Any]:
         self._loop = asyncio.get_running_loop()
+        if self.recorder is not None:
+            self.recorder.start()
         self.link_realtime = request_realtime(CONSOLE_LINK_PRIORITY)  # this thread runs the link's loop
         await self.endpoint.start()
         try:
@@ -385,6 +393,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, help="write a JSON report here on exit")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: end of script)")
     parser.add_argument("--no-video", action="store_true")
+    parser.add_argument("--record", type=Path, metavar="DIR",
+                        help="black-box recording (MCAP, console-<n>.mcap) of every command sent, telemetry "
+                             "sample, link figure, alarm and video frame received (telesurg record info)")
     parser.add_argument("--video-fps", type=float, help="override [video] fps of the config (match the robot's)")
     parser.add_argument("--no-live", action="store_true", help="print a final status instead of a live one")
     parser.add_argument("--following-file", type=Path, help="write this file once every arm is following")
@@ -428,7 +439,7 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> dict[str, Any]:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        site = ConsoleSite(config, master, video=False if args.no_video else None)
+        site = ConsoleSite(config, master, video=False if args.no_video else None, record_dir=args.record)
         site.following_file = args.following_file
         site.request_arms = request_arms
         site.room.hand_over = hand_over
@@ -443,6 +454,8 @@ def run(args: argparse.Namespace) -> int:
             if board is not None:
                 board.close()
         report["broadcast"] = broadcast.close() if broadcast is not None else None
+        if site.recorder is not None:
+            report["record"] = await asyncio.to_thread(site.recorder.close)
         return report
 
     with idle_polling(args) as polling:

@@ -122,6 +122,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                    *(broadcast.site_flags() if broadcast is not None else []), *boards["robot"]]
     if args.haptics:
         robot_extra += ["--force-hz", "500"]
+    record_dir = _record_dir(args, workdir)
+    if record_dir is not None:  # black-box recording of the robot and the lead console (MCAP)
+        robot_extra += ["--record", str(record_dir)]
     robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, robot_extra),
                              env=env, stdout=robot_log, stderr=subprocess.STDOUT)
     if not await _wait_ready(robot, robot_ready):  # as long as it takes a slow machine, while it lives
@@ -137,6 +140,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     following_marker.unlink(missing_ok=True)
     console_extra = ["--rings", str(args.rings), "--following-file", str(following_marker), "--connect-timeout", "60",
                      "--log-file", str(workdir / "console.log"), *video]
+    if record_dir is not None:
+        console_extra += ["--record", str(record_dir)]
     if args.duration is not None:
         console_extra += ["--duration", str(args.duration)]
     if args.haptics:
@@ -206,6 +211,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     report = merge_reports(profile.name, elapsed, robot_data, console_data, relay_stats, other_data)
     if observers is not None:
         report["observers"] = observers
+    if record_dir is not None:
+        report["record"] = {"dir": str(record_dir), "robot": robot_data.get("record"),
+                            "console": console_data.get("record")}
     if others:
         report["consoles"] = {"console": _console_section(console_data, profile.name, relay_stats)}
         for data, relays, p in zip(other_data, relay_sets[1:], consultants, strict=True):
@@ -239,6 +247,17 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return f"--- {path.name}: no log was written"
     tail = path.read_text(errors="replace").splitlines()[-lines:]
     return "\n".join([f"--- {path.name} (last {len(tail)} lines)", *tail])
+def _record_dir(args: argparse.Namespace, workdir: Path) -> Path | None:
+    """Where the demo's recordings go (kept after the run: beside the report unless --workdir is given);
+    a previous run's recordings there are removed, so the files are this run's alone."""
+    if not args.record:
+        return None
+    directory = args.record_dir or (args.workdir / "record" if args.workdir else
+                                    args.report.resolve().parent / f"{args.report.stem}-record")
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.mcap"):
+        stale.unlink()
+    return directory
 
 
 def _hand_over_time(rings: int) -> float:
@@ -302,6 +321,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"handover {h['arm']} {h['from']} -> {h['to']} at {h['at_s']:.1f} s ({h['reason']}): {gap}")
     lines.append(f"safety: {s['violations']} violations, {len(s['holds'])} holds, final state {s['final_state']}")
     lines.append(f"task: {t['rings_moved']} rings moved ({t['time_s']:.1f} s)")
+    rec = report.get("record")
+    if rec:
+        parts = [f"{site} {len(r.get('files', []))} file(s), {r.get('records')} records, "
+                 f"{r.get('bytes', 0) / 1e6:.1f} MB, {r.get('dropped_total')} dropped"
+                 for site, r in (("robot", rec.get("robot")), ("console", rec.get("console"))) if r]
+        lines.append(f"recording ({rec['dir']}): " + ("; ".join(parts) or "no site reported one"))
     if "video" in report:
         v = report["video"]
         if v.get("latency_ms", {}).get("p50") is None:
@@ -354,6 +379,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--observers", type=int, metavar="N",
                         help="live broadcast: an in-process Zenoh router and N headless observers of the robot "
                              "(0: router and publisher only); their figures go to the report's 'observers'")
+    parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=True,
+                        help="black-box MCAP recording of the robot and the console (default: on; "
+                             "telesurg record info / telesurg replay)")
+    parser.add_argument("--record-dir", type=Path, help="recordings here (default: <report>-record/ beside the "
+                                                        "report, or <workdir>/record)")
     parser.add_argument("--verbose", action="store_true", help="print the tail of the robot and console logs")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                         help="live status display (default: when stdout is a terminal)")

@@ -79,13 +79,22 @@ class RobotSite:
     and the local console."""
 
     def __init__(self, config: RobotSiteConfig, *, seed: int = 0, video: bool | None = None,
-                 audit_dir: Path | None = None, driver: str = "mujoco", igtl: IgtlServer | None = None) -> None:
+                 audit_dir: Path | None = None, driver: str = "mujoco", igtl: IgtlServer | None = None,
+                 record_dir: Path | None = None) -> None:
         self.config = config
         self.seed = seed
         self.tap = Tap(config.site.name)  # every message and event of this process passes here once
         self.sim: Any = open_driver(driver, seed)  # SimDriver or KinematicDriver (robot/driver.py)
         self.igtl = igtl  # read-only OpenIGTLink server (interop/igtl.py), bound by the caller
-        self.supervisor = SafetySupervisor(config.safety, INSTRUMENT_ARMS)
+        self.recorder: Any = None
+        if record_dir is not None:  # subscribed before anything runs: the recording starts with the site
+            from telesurg.record.journal import JournaledSupervisor
+            from telesurg.record.recorder import Recorder
+
+            self.recorder = Recorder(self.tap, record_dir, role="robot")
+            self.supervisor: SafetySupervisor = JournaledSupervisor(config.safety, INSTRUMENT_ARMS, self.tap)
+        else:
+            self.supervisor = SafetySupervisor(config.safety, INSTRUMENT_ARMS)
         self.servo = ServoLoop(self.supervisor, self.sim,
                                ServoConfig(rate_hz=config.robot.servo_hz, telemetry_hz=config.robot.telemetry_hz,
                                            force_hz=config.robot.force_hz),
@@ -255,6 +264,8 @@ class RobotSite:
     async def run(self, duration: float | None, stop: asyncio.Event) -> dict[str, Any]:
         self._loop = asyncio.get_running_loop()
         self.room.bind(self._loop)
+        if self.recorder is not None:
+            self.recorder.start()
         self.link_realtime = request_realtime(ROBOT_LINK_PRIORITY)  # this thread runs the link's loop
         await self.endpoint.start()
         if self.want_video:  # before the servo thread, so its imports never stall a servo period
@@ -303,7 +314,10 @@ class RobotSite:
             if self.picture is not None:
                 self.picture.close()
             self.tap.publish(Topic.SITE, time.monotonic(), {"event": "stop", "role": "robot"})
-        return self.report()
+        report = self.report()
+        if self.recorder is not None:
+            report["record"] = await asyncio.to_thread(self.recorder.close)
+        return report
 
     def _publish_link_figures(self, now: float) -> None:
         """Each console's per-path figures and clock offset into the tap (4 Hz)."""
@@ -349,6 +363,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              + KeyboardConsole.help)
     parser.add_argument("--ready-file", type=Path,
                         help="write this file once the link listens and the servo loop runs (for launchers)")
+    parser.add_argument("--record", type=Path, metavar="DIR",
+                        help="black-box recording (MCAP, robot-<n>.mcap) of every command, decision, telemetry "
+                             "sample, link figure, safety event and video frame (telesurg record info)")
     parser.add_argument("--no-video", action="store_true", help="do not stream the endoscope")
     parser.add_argument("--driver", choices=DRIVER_KINDS, default="mujoco",
                         help="mujoco: the simulated cart (physics, rings, endoscope); kinematic: no physics, "
@@ -388,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         install_stop_signals(stop)
         site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit,
-                         driver=args.driver, igtl=igtl)
+                         driver=args.driver, igtl=igtl, record_dir=args.record)
         site.ready_file = args.ready_file
         if args.local_console:
             start_local_console(site)
