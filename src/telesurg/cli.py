@@ -13,8 +13,8 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("telesurg.link.keys_cli", "create a site's key pair and certificate"),
     "init": ("telesurg.apps.init", "write a matching robot/console site pair for this machine"),
-    "robot": ("telesurg.apps.robot", "run the patient-side robot site"),
-    "console": ("telesurg.apps.console", "run the surgeon console site"),
+    "robot": ("telesurg.apps.robot_cli", "run the patient-side robot site"),
+    "console": ("telesurg.apps.console_cli", "run the surgeon console site"),
     "netem": ("telesurg.netem.cli", "run user-space WAN emulator relays for a profile"),
     "demo": ("telesurg.apps.demo", "robot + emulated WAN + scripted surgeon on one machine"),
     "qualify": ("telesurg.qualify.cli", "pre-operative test session with a go/no-go report"),

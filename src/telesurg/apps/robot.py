@@ -8,7 +8,6 @@ crosses back with `call_soon_threadsafe`. The supervisor, not the link, decides 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -17,25 +16,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from telesurg import dashboard
 from telesurg.apps.common import (
     DelayHistogram,
     PathRecorder,
-    add_idle_poll_option,
-    idle_polling,
-    install_stop_signals,
     wait_stop,
-    write_report,
 )
 from telesurg.apps.robot_audit import RobotAuditFeed
-from telesurg.apps.robot_local_console import start_local_console
 from telesurg.apps.robot_report import site_report
 from telesurg.apps.robot_room import RobotRoom, handover_message
 from telesurg.apps.robot_safety_feed import SafetyEventFeed
-from telesurg.broadcast.site_options import add_broadcast_arguments, broadcast_from_args, check_broadcast_args
 from telesurg.interop.igtl import IgtlServer
 from telesurg.interop.shared_picture import SharedPicture
-from telesurg.link.driver import LinkEndpoint, install_uvloop
+from telesurg.link.driver import LinkEndpoint
 from telesurg.link.events import (
     Event,
     HandshakeComplete,
@@ -55,14 +47,13 @@ from telesurg.messages import (
     Telemetry,
     decode,
 )
-from telesurg.realtime import ROBOT_LINK_PRIORITY, pin_to_option, request_realtime, settle_garbage_collector
-from telesurg.robot.driver import DRIVER_KINDS, open_driver
-from telesurg.robot.local_console import KeyboardConsole
+from telesurg.realtime import ROBOT_LINK_PRIORITY, request_realtime, settle_garbage_collector
+from telesurg.robot.driver import open_driver
 from telesurg.robot.ownership import OwnershipDesk
 from telesurg.robot.roles import INSTRUMENT_ARMS, Roster
 from telesurg.robot.servo import ServoConfig, ServoLoop
 from telesurg.robot.supervisor import Decision, SafetySupervisor
-from telesurg.site_config import ConfigError, RobotSiteConfig, load_config
+from telesurg.site_config import RobotSiteConfig
 from telesurg.tap import CommandJudged, CommandReceived, Tap, Topic, site_record
 
 log = logging.getLogger("telesurg.robot")
@@ -347,86 +338,3 @@ class RobotSite:
 
     def report(self) -> dict[str, Any]:
         return site_report(self)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="robot.toml (see `telesurg init`)")
-    parser.add_argument("--report", type=Path, help="write a JSON report here on exit")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT)")
-    parser.add_argument("--seed", type=int, default=0, help="simulation seed (ring placement)")
-    parser.add_argument("--force-hz", type=float, help="tool force messages per second (force feedback; "
-                        "default: robot.force_hz of the config, 0 = off)")
-    parser.add_argument("--audit", type=Path, metavar="DIR",
-                        help="write the tamper-evident audit log of safety events here (telesurg audit verify)")
-    parser.add_argument("--local-console", action="store_true",
-                        help="the patient-side team's console on standard input, one action a line: "
-                             + KeyboardConsole.help)
-    parser.add_argument("--ready-file", type=Path,
-                        help="write this file once the link listens and the servo loop runs (for launchers)")
-    parser.add_argument("--record", type=Path, metavar="DIR",
-                        help="black-box recording (MCAP, robot-<n>.mcap) of every command, decision, telemetry "
-                             "sample, link figure, safety event and video frame (telesurg record info)")
-    parser.add_argument("--no-video", action="store_true", help="do not stream the endoscope")
-    parser.add_argument("--driver", choices=DRIVER_KINDS, default="mujoco",
-                        help="mujoco: the simulated cart (physics, rings, endoscope); kinematic: no physics, "
-                             "for hardware-in-the-loop tests (no rings, no endoscope video)")
-    parser.add_argument("--igtl", metavar="[HOST]:PORT",
-                        help="serve each arm's measured tool pose over OpenIGTLink, read-only (3D Slicer): "
-                             ":18944 listens on loopback, 0.0.0.0:18944 on every interface")
-    parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"),
-                        help="override [video] source of the config")
-    parser.add_argument("--video-fps", type=float, help="override [video] fps of the config")
-    parser.add_argument("--cpus", help="run this site on these CPUs only (e.g. 1 or 2-3); video may use any")
-    add_idle_poll_option(parser)
-    add_broadcast_arguments(parser)
-    dashboard.add_arguments(parser)
-    parser.add_argument("--log-level", default="WARNING")
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s robot %(levelname)s %(message)s")
-    try:
-        config = load_config(args.config, RobotSiteConfig)
-        config.video = config.video.overridden(source=args.video_source, fps=args.video_fps)
-        if args.force_hz is not None:
-            config.robot = config.robot.model_copy(update={"force_hz": args.force_hz})
-        if args.dashboard:
-            dashboard.parse_bind(args.dashboard)
-        igtl = IgtlServer(args.igtl) if args.igtl else None  # binds now: a bad address is a one-line error
-    except (ConfigError, ValueError) as exc:
-        print(f"telesurg robot: {exc}")
-        return 2
-    if (error := pin_to_option(args.cpus) or check_broadcast_args(args, config.site.name)) is not None:
-        print(f"telesurg robot: {error}")
-        return 2
-    install_uvloop()
-
-    async def main() -> dict[str, Any]:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit,
-                         driver=args.driver, igtl=igtl, record_dir=args.record)
-        site.ready_file = args.ready_file
-        if args.local_console:
-            start_local_console(site)
-        broadcast = broadcast_from_args(args, site.tap, config.site.name)
-        board = dashboard.from_args(args, site.tap, site_name=config.site.name, role="robot", video=site.want_video)
-        try:
-            report = await site.run(args.duration, stop)
-        finally:
-            if board is not None:
-                board.close()
-        report["broadcast"] = broadcast.close() if broadcast is not None else None
-        if site.audit is not None:
-            site.audit.close(report)
-            report["audit"] = site.audit.log.stats()
-        return report
-
-    with idle_polling(args) as polling:
-        report = asyncio.run(main())
-    report["idle_poll"] = polling
-    write_report(args.report, report)
-    violations = report["safety"]["violations"]
-    print(f"robot: applied {report['commands']['applied']} commands, {violations} safety violations, "
-          f"final state {report['safety']['final_state']}")
-    return 1 if violations else 0
