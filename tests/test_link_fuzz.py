@@ -48,11 +48,6 @@ def test_a_mixed_junk_stream_gets_back_less_than_it_sent(pair_capture) -> None:
         assert a.handshakes_started > 0 and a.ratio <= 1.0, a
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: a replayed ClientHello (239 B) under a new session id gets the "
-                   "server's TLS flight (~1 KB) on both paths, retransmitted until the 10 s handshake "
-                   "timeout: ~10 KB per admitted handshake, 16.8x at the gate's 2/s (link/handshake.py, not "
-                   "this branch's to change); fix: cap bytes to an unvalidated address (QUIC: 3x) or a "
-                   "stateless retry cookie, then drop this xfail")
 def test_clienthello_replays_are_not_amplified(pair_capture) -> None:
     _, _, corpus = pair_capture
     a = amplification(make_pair(seed=3)[1], corpus, 100, rate_hz=2.0, kinds=("new_session",))

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from telesurg.link.core import LinkCore
 
 log = logging.getLogger("telesurg.link.core")
+# A handshaking client pads what it sends on each path to this many bytes: the server answers an
+# unauthenticated peer with no more bytes than it received, and its first flight is ~1 KB per path.
+HANDSHAKE_PAD_TO = 1200
+MAX_HELD = 64
 
 
 class HandshakeMixin:
@@ -57,13 +61,20 @@ class HandshakeMixin:
             self._pending[sid] = session
         if addr is not None:
             session.addrs[path] = addr
-        if kind == wire.Kind.HS_ACK:
+        session.bytes_in += len(data)
+        if path not in session.heard:
+            session.heard.append(path)
+        if kind == wire.Kind.HS_PAD:
+            pass  # its only use is the bytes it brought
+        elif kind == wire.Kind.HS_ACK:
             session.rel.on_ack(*wire.parse_rel_ack(body), now)
         else:
             seq, chunk = wire.parse_rel_data(body)
             self._feed_tls(session, session.rel.on_data(seq, chunk), path, addr, now)
         if session is self._session or session.sid in self._pending:
             self._flush_reliable(session, now)
+            if session.held:
+                self._send_within_budget(session, [])
 
     # -- TLS and session life cycle ---------------------------------------------------------------
     def _feed_tls(self: LinkCore, session: Session, chunks: list[bytes], path: str, addr: Addr | None,
@@ -196,6 +207,34 @@ class HandshakeMixin:
         datagrams = [wire.encode_hs_data(session.sid, seq, chunk) for seq, chunk in frames]
         if ack is not None:
             datagrams.append(wire.encode_hs_ack(session.sid, *ack))
-        for path in self._path_names:
-            for datagram in datagrams:
-                self._out.append((path, datagram, session.addrs.get(path)))
+        if self.is_client:
+            for path in self._path_names:
+                for datagram in datagrams:
+                    self._out.append((path, datagram, session.addrs.get(path)))
+                if not session.verified:  # pay in advance for the server's reply: it sends no more than this
+                    size = sum(len(d) for d in datagrams)
+                    self._out.append((path, wire.encode_hs_pad(session.sid, HANDSHAKE_PAD_TO - size), None))
+            return
+        paths = [*session.heard, *(p for p in self._path_names if p not in session.heard)]
+        self._send_within_budget(session, [(path, d, session.addrs.get(path)) for path in paths for d in datagrams])
+
+    def _send_within_budget(self: LinkCore, session: Session, new: list[tuple[str, bytes, Addr | None]]) -> None:
+        """Server: until the peer is authenticated, send it no more bytes than it sent (an attacker with a
+        spoofed source address gets no amplification); what does not fit waits for the peer's next bytes
+        (its padding arrives right behind its ClientHello), oldest first, the paths heard from first."""
+        if session.verified:  # what was held is redundant: the peer finished TLS, so it had our flight
+            self._out.extend(new)
+            session.held = []
+            return
+        queue = session.held + new if session.held else new
+        held: list[tuple[str, bytes, Addr | None]] = []
+        for item in queue:
+            if not held and session.bytes_out + len(item[1]) <= session.bytes_in:
+                session.bytes_out += len(item[1])
+                self._out.append(item)
+            else:
+                held.append(item)
+        if len(held) > MAX_HELD:
+            self.counters["handshake_budget_dropped"] += len(held) - MAX_HELD
+            held = held[-MAX_HELD:]  # retransmissions replace what was held: keep the newest
+        session.held = held

@@ -29,6 +29,11 @@ class Session:
         self.verified = False
         self.pending_send: tuple[int, bytes] | None = None  # server: next send key, used once the peer has it
         self.next_rekey: float | None = None
+        # server, until the peer is authenticated: never send more bytes than it sent (amplification)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.held: list[tuple[str, bytes, Addr | None]] = []  # plaintext frames over that budget, for later
+        self.heard: list[str] = []  # paths the peer was heard on, first heard first
         self._records = bytearray()
 
     def write_record(self, record_type: int, body: bytes) -> None:

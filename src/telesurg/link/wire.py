@@ -20,6 +20,7 @@ class Kind(enum.IntEnum):
     HS_DATA = 1
     HS_ACK = 2
     SEALED = 3
+    HS_PAD = 4  # client padding while handshaking: it buys the server's reply bytes (no amplification)
 
 
 class Inner(enum.IntEnum):
@@ -70,6 +71,11 @@ def parse_outer(datagram: bytes) -> tuple[int, int]:
     if kind not in _KINDS:
         raise WireError("malformed")
     return kind, session
+
+
+def encode_hs_pad(session: int, size: int) -> bytes:
+    """A padding datagram of `size` bytes in all (at least the header) for a handshaking session."""
+    return OUTER.pack(VERSION, Kind.HS_PAD, session) + bytes(max(0, size - OUTER.size))
 
 
 def encode_hs_data(session: int, seq: int, data: bytes) -> bytes:
