@@ -98,7 +98,30 @@ class DirectionStats:
         return self.submitted + self.duplicated - self.delivered - lost
 
 
-class DirectionEmulator:
+class ImpairmentControl:
+    """Run-time changes to a direction's impairment, shared by the datagram emulator here and the
+    stream model of the TCP relay (netem/stream.py): both keep `base`, `impairment` and `_down`."""
+
+    base: Impairment
+    impairment: Impairment
+    _down: bool
+
+    def up(self) -> None:
+        self._down = False
+
+    def set(self, **changes: Any) -> None:
+        """Change impairment fields at run time; raises `ValueError` naming the field on bad values."""
+        try:
+            self.impairment = Impairment.model_validate({**self.impairment.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ValueError(f"bad impairment change {changes}: {exc}") from exc
+
+    def revert(self, *fields: str) -> None:
+        """Restore fields to the values this direction was built with (a scenario's auto-revert)."""
+        self.set(**{name: getattr(self.base, name) for name in fields})
+
+
+class DirectionEmulator(ImpairmentControl):
     """One direction of one path: decides if and when each submitted packet departs."""
 
     def __init__(self, impairment: Impairment, seed: int) -> None:
@@ -134,20 +157,6 @@ class DirectionEmulator:
         self._heap = kept
         self._tx_done.clear()
         self._link_free_at = float("-inf")
-
-    def up(self) -> None:
-        self._down = False
-
-    def set(self, **changes: Any) -> None:
-        """Change impairment fields at run time; raises `ValueError` naming the field on bad values."""
-        try:
-            self.impairment = Impairment.model_validate({**self.impairment.model_dump(), **changes})
-        except ValidationError as exc:
-            raise ValueError(f"bad impairment change {changes}: {exc}") from exc
-
-    def revert(self, *fields: str) -> None:
-        """Restore fields to the values this emulator was built with (a scenario's auto-revert)."""
-        self.set(**{name: getattr(self.base, name) for name in fields})
 
     # -- data path -------------------------------------------------------------------------------
     def submit(self, data: bytes, now: float) -> None:

@@ -28,11 +28,8 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import asdict, dataclass
-from typing import Any
 
-from pydantic import ValidationError
-
-from telesurg.netem.core import Impairment
+from telesurg.netem.core import Impairment, ImpairmentControl
 
 MIN_RTO_S = 0.2  # Linux TCP_RTO_MIN
 MAX_RTO_S = 60.0
@@ -52,7 +49,7 @@ class StreamStats:
         return asdict(self)
 
 
-class StreamDirection:
+class StreamDirection(ImpairmentControl):
     """Bytes written at one end → the same bytes, in order, at the other end, late but never lost."""
 
     def __init__(self, impairment: Impairment, seed: int, *, min_rto: float = MIN_RTO_S,
@@ -91,18 +88,6 @@ class StreamDirection:
             self.stats.lost_outage += 1
             self._lost_to_outage(chunk, self._sent_at[chunk])
         self._last_landing = min(self._last_landing, cut)
-
-    def up(self) -> None:
-        self._down = False
-
-    def set(self, **changes: Any) -> None:
-        try:
-            self.impairment = Impairment.model_validate({**self.impairment.model_dump(), **changes})
-        except ValidationError as exc:
-            raise ValueError(f"bad impairment change {changes}: {exc}") from exc
-
-    def revert(self, *fields: str) -> None:
-        self.set(**{name: getattr(self.base, name) for name in fields})
 
     # -- data path -------------------------------------------------------------------------------
     def submit(self, data: bytes, now: float) -> None:
