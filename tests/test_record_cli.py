@@ -106,6 +106,7 @@ def record_robot_session(directory: Path, console_tap: Tap | None = None) -> Pat
     follow(300, reengage_first=True)
     step(1200)  # silence: watchdog hold, then latched after the fault time
     feed.poll()
+    time.sleep(0.3)  # let the recorder close a chunk here: the truncation test cuts the file after it
     loop.operator(lambda console, t: console.clear_latch(t))
     step(5)
     follow(200, reengage_first=True)
@@ -242,7 +243,9 @@ def test_export_csv_writes_trajectories_and_segments(recorded, tmp_path, capsys)
 def test_a_truncated_recording_is_read_up_to_the_cut(recorded, tmp_path, capsys) -> None:
     cut = tmp_path / "robot-0.mcap"
     data = recorded[0].read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
+    chunks = [o for o, op, _n in open_recording(recorded[0])._offsets if op == 0x06]
+    assert len(chunks) >= 2, chunks  # the session spans chunks (see the pause in record_robot_session)
+    cut.write_bytes(data[: chunks[-1] + 100])  # a crash while the last chunk was being written
     code, out = run_cli(capsys, "record", "info", str(cut))
     out = " ".join(out.split())  # rich wraps long lines
     assert code == 0 and "NOT CLOSED" in out and "cut off inside a CHUNK record at offset" in out
