@@ -53,7 +53,9 @@ def _results(seeds: list[int], settings: SimSettings, jobs: int) -> Iterator[Sce
         for chunk in chunks:
             yield from _run_chunk(chunk)
         return
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+    # spawn, not fork: forked from a process with other threads (a test run's servers, a site's link),
+    # a worker can inherit a lock held mid-operation and hang for ever (seen once under pytest)
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         for batch in pool.imap_unordered(_run_chunk, chunks):
             yield from batch
 
