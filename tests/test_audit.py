@@ -396,9 +396,9 @@ def test_fsync_is_batched_yet_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(audit.os, "fsync", lambda fd: (calls.append(time.monotonic()), real_fsync(fd)))
     t0 = time.monotonic()
     for k in range(60):  # a steady trickle over ~0.6 s: one fsync per entry would be ~60
+        last_append = time.monotonic()  # before the append: an fsync that covers it starts after this
         log.append("event", {"k": k})
         time.sleep(0.01)
-    last_append = time.monotonic()
     deadline = last_append + 5.0
     while (not calls or calls[-1] < last_append) and time.monotonic() < deadline:
         time.sleep(0.01)
