@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arm_states import CrtkArmStates
 from .config import ArmConfig, CartConfig
 from .driver import ArmOperatingState, OperatingState, Pose
 from .kinematics import ArmKinematics, float_list, rows_quat
@@ -34,7 +35,6 @@ from .kinematics import ArmKinematics, float_list, rows_quat
 log = logging.getLogger("telesurg.robot.kinematic")
 
 TRACKING_LIMIT = np.array([0.25, 0.25, 0.02, 0.6, 0.6, 0.6])  # rad / m per joint, as the simulated arm
-_COMMANDS = ("enable", "disable", "home", "pause", "resume")
 _PRISMATIC = 2  # joint index of the insertion (metres); the others are rotary (radians)
 
 
@@ -55,8 +55,10 @@ class KinematicConfig:
             raise ValueError(f"kinematic fault_seconds={self.fault_seconds}: must be > 0")
 
 
-class KinematicArm:
+class KinematicArm(CrtkArmStates):
     """One arm: rate-limited setpoint, lagging joints, noisy encoders (see the module docstring)."""
+
+    _log = log
 
     def __init__(self, config: ArmConfig, settings: KinematicConfig, rng: np.random.Generator) -> None:
         self.name = config.name
@@ -112,12 +114,6 @@ class KinematicArm:
         return ArmOperatingState(self._state, self._homed, self._busy or self._homing)
 
     # -- CRTK: commands ---------------------------------------------------------------------------
-    def _accepting(self) -> bool:
-        if self._state is OperatingState.ENABLED and self._homed and not self._homing:
-            return True
-        self.ignored_commands += 1
-        return False
-
     def _set_goal(self, q: np.ndarray, speed_scale: float, busy: bool) -> None:
         q = np.asarray(q, dtype=float)
         if q.shape != self._home.shape or not np.all(np.isfinite(q)):
@@ -135,15 +131,6 @@ class KinematicArm:
         if self._accepting():
             self._set_goal(self._ik(pose, "servo_cp"), 1.0, False)
 
-    def servo_jp(self, q: np.ndarray) -> None:
-        if self._accepting():
-            self._set_goal(q, 1.0, False)
-
-    def move_jp(self, q: np.ndarray) -> None:
-        """Planned move at half the velocity limits; `is_busy` until the setpoint arrives."""
-        if self._accepting():
-            self._set_goal(q, 0.5, True)
-
     def move_cp(self, pose: Pose) -> None:
         if self._accepting():
             self._set_goal(self._ik(pose, "move_cp"), 0.5, True)
@@ -153,31 +140,6 @@ class KinematicArm:
             raise ValueError(f"{self.name}: jaw angle must be finite, got {angle!r}")
         if self.has_jaw and self._accepting():
             self._jaw_goal = min(max(float(angle), self._jaw_lower), self._jaw_upper)
-
-    def state_command(self, command: str) -> None:
-        if command not in _COMMANDS:
-            raise ValueError(f"{self.name}: unknown state command {command!r}; expected one of {_COMMANDS}")
-        state = self._state
-        if command == "disable":
-            self._enter(OperatingState.DISABLED, "disable")
-            self._homing = self._busy = False
-        elif state is OperatingState.FAULT:
-            log.warning("%s: %r refused in FAULT (%s); send 'disable' first", self.name, command, self.fault_reason)
-        elif command == "enable" and state is OperatingState.DISABLED:
-            self._resync()
-            self._enter(OperatingState.ENABLED, "enable")
-        elif command == "home" and state is not OperatingState.PAUSED:
-            if state is OperatingState.DISABLED:
-                self._resync()
-            self._enter(OperatingState.ENABLED, "home")
-            self._goal, self._speed_scale, self._moving = self._home.copy(), 0.5, True
-            self._homing, self._homed, self._jaw_goal = True, False, 0.0
-        elif command == "pause" and state is OperatingState.ENABLED:
-            self._enter(OperatingState.PAUSED, "pause")
-        elif command == "resume" and state is OperatingState.PAUSED:
-            self._enter(OperatingState.ENABLED, "resume")
-        else:
-            log.warning("%s: %r ignored in state %s", self.name, command, state.name)
 
     # -- test hooks -------------------------------------------------------------------------------
     def inject_fault(self, reason: str = "injected amplifier fault") -> None:
@@ -242,21 +204,18 @@ class KinematicArm:
         else:
             self._tracking_bad_for = 0.0
 
-    def _resync(self) -> None:
+    def _resync_setpoint(self) -> None:
         """Start from where the arm is, so powering on never snaps it back to a stale setpoint."""
         self._setpoint = np.clip(self._joints, self._lower, self._upper)
         self._goal = self._setpoint.copy()
         self._jaw_setpoint = self._jaw_goal = self._jaw
         self._moving, self._settled = False, False
 
-    def _enter(self, state: OperatingState, cause: str) -> None:
-        if state is not self._state:
-            log.info("%s: %s -> %s (%s)", self.name, self._state.name, state.name, cause)
-        if state is not OperatingState.ENABLED:  # hold where the setpoint is now
-            self._goal = self._setpoint.copy()
-            self._jaw_goal = self._jaw_setpoint
-            self._moving = False
-        self._state = state
+    def _setpoint_goal(self) -> np.ndarray:
+        return self._setpoint.copy()
+
+    def _home_goal(self) -> np.ndarray:
+        return self._home.copy()
 
 
 class KinematicDriver:

@@ -29,6 +29,7 @@ import struct
 import mujoco
 import numpy as np
 
+from .arm_states import CrtkArmStates
 from .config import ArmConfig
 from .driver import ArmOperatingState, OperatingState, Pose
 from .kinematics import ArmKinematics, float_list, rows_quat
@@ -36,7 +37,6 @@ from .kinematics import ArmKinematics, float_list, rows_quat
 log = logging.getLogger("telesurg.robot.sim")  # the cart's log, as before the split
 
 TRACKING_LIMIT = np.array([0.25, 0.25, 0.02, 0.6, 0.6, 0.6])  # rad / m, per joint
-_COMMANDS = ("enable", "disable", "home", "pause", "resume")
 _IK_KEY = struct.Struct("8d")  # pose + roll hint, compared bit for bit (0.0 and -0.0 may give other IK turns)
 
 
@@ -52,8 +52,10 @@ def _clip(values: list[float], lower: list[float], upper: list[float]) -> list[f
     return [lo if v < lo else hi if v > hi else v for v, lo, hi in zip(values, lower, upper, strict=True)]
 
 
-class SimArm:
+class SimArm(CrtkArmStates):
     """One simulated arm with CRTK names (see `driver.Arm`)."""
+
+    _log = log
 
     def __init__(self, config: ArmConfig, model: mujoco.MjModel, data: mujoco.MjData,
                  fault_seconds: float) -> None:
@@ -162,12 +164,6 @@ class SimArm:
         return rot.T @ force
 
     # -- CRTK: commands ---------------------------------------------------------------------------
-    def _accepting(self) -> bool:
-        if self._state == OperatingState.ENABLED and self._homed and not self._homing:
-            return True
-        self.ignored_commands += 1
-        return False
-
     def _set_goal(self, q: np.ndarray, speed_scale: float, busy: bool) -> None:
         q = np.asarray(q, dtype=float)
         if q.shape != self._home.shape or not np.all(np.isfinite(q)):
@@ -198,15 +194,6 @@ class SimArm:
         self._speed_scale = 1.0
         self._busy = False
 
-    def servo_jp(self, q: np.ndarray) -> None:
-        if self._accepting():
-            self._set_goal(q, 1.0, False)
-
-    def move_jp(self, q: np.ndarray) -> None:
-        """Planned move at half the velocity limits; `is_busy` until the setpoint arrives."""
-        if self._accepting():
-            self._set_goal(q, 0.5, True)
-
     def move_cp(self, pose: Pose) -> None:
         """Planned move to a tool pose: IK once (roll nearest the current goal), then as `move_jp`."""
         position = float_list(pose.position, 3)
@@ -231,32 +218,6 @@ class SimArm:
             op = self._operating = ArmOperatingState(self._state, self._homed, busy)
         return op
 
-    def state_command(self, command: str) -> None:
-        if command not in _COMMANDS:
-            raise ValueError(f"{self.name}: unknown state command {command!r}; expected one of {_COMMANDS}")
-        state = self._state
-        if command == "disable":
-            self._enter(OperatingState.DISABLED, "disable")
-            self._homing = self._busy = False
-        elif state == OperatingState.FAULT:
-            log.warning("%s: %r refused in FAULT (%s); send 'disable' first", self.name, command, self.fault_reason)
-        elif command == "enable" and state == OperatingState.DISABLED:
-            self._resync_setpoint()
-            self._enter(OperatingState.ENABLED, "enable")
-        elif command == "home" and state != OperatingState.PAUSED:
-            if state == OperatingState.DISABLED:
-                self._resync_setpoint()
-            self._enter(OperatingState.ENABLED, "home")
-            self._goal, self._speed_scale, self._homing, self._homed = list(self._home_list), 0.5, True, False
-            self._moving = True
-            self._jaw_goal = 0.0
-        elif command == "pause" and state == OperatingState.ENABLED:
-            self._enter(OperatingState.PAUSED, "pause")
-        elif command == "resume" and state == OperatingState.PAUSED:
-            self._enter(OperatingState.ENABLED, "resume")
-        else:
-            log.warning("%s: %r ignored in state %s", self.name, command, state.name)
-
     def _resync_setpoint(self) -> None:
         """Start from where the arm is, so powering on never snaps it back to a stale setpoint."""
         self._setpoint = _clip(self._measured_list(), self._lower, self._upper)
@@ -265,14 +226,11 @@ class SimArm:
         self._moving = False
         self._write_ctrl()
 
-    def _enter(self, state: OperatingState, cause: str) -> None:
-        if state != self._state:
-            log.info("%s: %s -> %s (%s)", self.name, self._state.name, state.name, cause)
-        if state != OperatingState.ENABLED:  # hold where the setpoint is now
-            self._goal = list(self._setpoint)
-            self._jaw_goal = self._jaw_setpoint
-            self._moving = False
-        self._state = state
+    def _setpoint_goal(self) -> list[float]:
+        return list(self._setpoint)
+
+    def _home_goal(self) -> list[float]:
+        return list(self._home_list)
 
     # -- simulation -------------------------------------------------------------------------------
     def advance(self, dt: float) -> None:
