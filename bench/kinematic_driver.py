@@ -22,15 +22,7 @@ import numpy as np  # noqa: E402
 from telesurg.robot.driver import Driver, Pose  # noqa: E402
 from telesurg.robot.kinematic_driver import KinematicConfig, KinematicDriver  # noqa: E402
 from telesurg.robot.sim import SimDriver  # noqa: E402
-
-
-def ready(driver: Driver) -> Driver:
-    for arm in driver.arms().values():
-        arm.state_command("enable")
-        arm.state_command("home")
-    for _ in range(50):
-        driver.step(0.001)
-    return driver
+from telesurg.robot.testing import enable_and_home  # noqa: E402
 
 
 def period_p50_us(driver: Driver, periods: int) -> float:
@@ -53,8 +45,8 @@ def main() -> None:
     parser.add_argument("--periods", type=int, default=2000)
     parser.add_argument("--json")
     args = parser.parse_args()
-    drivers = {"kinematic": ready(KinematicDriver(settings=KinematicConfig(encoder_noise_rad=1e-4, encoder_noise_m=1e-5))),
-               "mujoco": ready(SimDriver())}
+    drivers = {"kinematic": enable_and_home(KinematicDriver(settings=KinematicConfig(encoder_noise_rad=1e-4, encoder_noise_m=1e-5))),
+               "mujoco": enable_and_home(SimDriver())}
     rounds: dict[str, list[float]] = {name: [] for name in drivers}
     for _ in range(args.rounds):
         for name, driver in drivers.items():

@@ -21,16 +21,11 @@ from telesurg.robot.driver import Pose
 from telesurg.robot.peg_transfer import peg_transfer_plan
 from telesurg.robot.render import StereoRenderer
 from telesurg.robot.sim import SimDriver
+from telesurg.robot.testing import enable_and_home
 
 
 def ready_driver() -> SimDriver:
-    driver = SimDriver()
-    for arm in driver.arms().values():
-        arm.state_command("enable")
-        arm.state_command("home")
-    for _ in range(50):
-        driver.step(0.001)
-    return driver
+    return enable_and_home(SimDriver())
 
 
 def percentiles(samples_us: list[float]) -> dict[str, float]:

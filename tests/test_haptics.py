@@ -136,13 +136,9 @@ def test_robot_reports_mujoco_contact_force_and_tool_port_energy():
     from telesurg.robot.force_feedback import ForceSampler
     from telesurg.robot.kinematics import quat_to_matrix
     from telesurg.robot.sim import SimDriver
+    from telesurg.robot.testing import enable_and_home
 
-    driver = SimDriver()
-    for arm in driver.arms().values():
-        arm.state_command("enable")
-        arm.state_command("home")
-    for _ in range(60):
-        driver.step(0.001)
+    driver = enable_and_home(SimDriver(), settle_steps=60)
     psm1 = driver.arms()["PSM1"]
     assert isinstance(psm1, ForceSensingArm)
     sampler = ForceSampler(driver.arms(), ["PSM1", "PSM2"], servo_rate_hz=1000.0, force_hz=500.0)

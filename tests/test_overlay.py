@@ -14,19 +14,14 @@ from telesurg.console.overlay import (
     stereo_cameras,
 )
 from telesurg.robot.sim import SimDriver
+from telesurg.robot.testing import enable_and_home
 
 WIDTH, HEIGHT = 640, 360
 MAX_ERROR_PX = 0.5
 
 
 def ready_driver() -> SimDriver:
-    driver = SimDriver()
-    for arm in driver.arms().values():
-        arm.state_command("enable")
-        arm.state_command("home")
-    for _ in range(50):
-        driver.step(0.001)
-    return driver
+    return enable_and_home(SimDriver())
 
 
 def marker_centroid(renderer: mujoco.Renderer, data: mujoco.MjData, camera: str, point: np.ndarray) -> np.ndarray:

@@ -9,18 +9,13 @@ from telesurg.robot.driver import OperatingState, Pose
 from telesurg.robot.peg_transfer import peg_transfer_plan
 from telesurg.robot.scene import ring_on_peg
 from telesurg.robot.sim import SimDriver
+from telesurg.robot.testing import enable_and_home
 
 DT = 0.001
 
 
 def ready_driver(seed: int) -> SimDriver:
-    driver = SimDriver(seed=seed)
-    for arm in driver.arms().values():
-        arm.state_command("enable")
-        arm.state_command("home")
-    for _ in range(50):
-        driver.step(DT)
-    return driver
+    return enable_and_home(SimDriver(seed=seed), dt=DT)
 
 
 def test_scripted_peg_transfer_moves_one_ring_onto_its_target_peg():
