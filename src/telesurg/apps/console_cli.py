@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from telesurg import dashboard
+from telesurg.apps import site_extras
 from telesurg.apps.common import (
     add_idle_poll_option,
     idle_polling,
@@ -18,7 +18,7 @@ from telesurg.apps.common import (
 )
 from telesurg.apps.console import ConsoleSite
 from telesurg.apps.console_room import parse_hand_over
-from telesurg.broadcast.site_options import add_broadcast_arguments, broadcast_from_args, check_broadcast_args
+from telesurg.apps.site_extras import SiteExtras
 from telesurg.console.consult import ConsultantInput
 from telesurg.console.haptics.bridge import SimulatedHapticMaster
 from telesurg.console.inputs import MasterInput, ScriptedSurgeonInput, ScriptedTaskInput
@@ -79,8 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_idle_poll_option(parser)
     parser.add_argument("--haptics", action="store_true", help="force feedback on a simulated motorised handle "
                         "around the master input (console/haptics/)")
-    add_broadcast_arguments(parser)
-    dashboard.add_arguments(parser)
+    site_extras.add_arguments(parser)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr (keeps the live display clean)")
 
@@ -98,12 +97,10 @@ def run(args: argparse.Namespace) -> int:
         config.video = config.video.overridden(fps=args.video_fps)
         request_arms = [parse_arm(name) for name in args.request_arm]
         hand_over = parse_hand_over(args.hand_over) if args.hand_over else None
-        if args.dashboard:
-            dashboard.parse_bind(args.dashboard)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"telesurg console: {exc}")
         return 2
-    if (error := pin_to_option(args.cpus) or check_broadcast_args(args, config.site.name)) is not None:
+    if (error := pin_to_option(args.cpus) or site_extras.check(args, config.site.name)) is not None:
         print(f"telesurg console: {error}")
         return 2
     # a scripted task runs until performed (time spent in holds extends it), within a generous cap
@@ -119,16 +116,13 @@ def run(args: argparse.Namespace) -> int:
         site.request_arms = request_arms
         site.room.hand_over = hand_over
         site.stop_when_done = args.duration is None
-        broadcast = broadcast_from_args(args, site.tap, config.site.name, video_from_peer=True)
-        board = dashboard.from_args(args, site.tap, site_name=config.site.name, role="console",
-                                    video=site.want_video)
+        extras = SiteExtras(args, site.tap, site_name=config.site.name, role="console", video=site.want_video)
         try:
             report = await site.run(duration, stop, live=not args.no_live and sys.stdout.isatty(),
                                     connect_timeout=args.connect_timeout)
         finally:
-            if board is not None:
-                board.close()
-        report["broadcast"] = broadcast.close() if broadcast is not None else None
+            extras.close_dashboard()
+        extras.close(report)
         if site.recorder is not None:
             report["record"] = await asyncio.to_thread(site.recorder.close)
         return report

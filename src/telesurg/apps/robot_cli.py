@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from telesurg import dashboard
+from telesurg.apps import site_extras
 from telesurg.apps.common import (
     add_idle_poll_option,
     idle_polling,
@@ -17,7 +17,7 @@ from telesurg.apps.common import (
 )
 from telesurg.apps.robot import RobotSite
 from telesurg.apps.robot_local_console import start_local_console
-from telesurg.broadcast.site_options import add_broadcast_arguments, broadcast_from_args, check_broadcast_args
+from telesurg.apps.site_extras import SiteExtras
 from telesurg.interop.igtl import IgtlServer
 from telesurg.link.driver import install_uvloop
 from telesurg.realtime import pin_to_option
@@ -57,8 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video-fps", type=float, help="override [video] fps of the config")
     parser.add_argument("--cpus", help="run this site on these CPUs only (e.g. 1 or 2-3); video may use any")
     add_idle_poll_option(parser)
-    add_broadcast_arguments(parser)
-    dashboard.add_arguments(parser)
+    site_extras.add_arguments(parser)
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -69,13 +68,11 @@ def run(args: argparse.Namespace) -> int:
         config.video = config.video.overridden(source=args.video_source, fps=args.video_fps)
         if args.force_hz is not None:
             config.robot = config.robot.model_copy(update={"force_hz": args.force_hz})
-        if args.dashboard:
-            dashboard.parse_bind(args.dashboard)
         igtl = IgtlServer(args.igtl) if args.igtl else None  # binds now: a bad address is a one-line error
     except (ConfigError, ValueError) as exc:
         print(f"telesurg robot: {exc}")
         return 2
-    if (error := pin_to_option(args.cpus) or check_broadcast_args(args, config.site.name)) is not None:
+    if (error := pin_to_option(args.cpus) or site_extras.check(args, config.site.name)) is not None:
         print(f"telesurg robot: {error}")
         return 2
     install_uvloop()
@@ -88,14 +85,12 @@ def run(args: argparse.Namespace) -> int:
         site.ready_file = args.ready_file
         if args.local_console:
             start_local_console(site)
-        broadcast = broadcast_from_args(args, site.tap, config.site.name)
-        board = dashboard.from_args(args, site.tap, site_name=config.site.name, role="robot", video=site.want_video)
+        extras = SiteExtras(args, site.tap, site_name=config.site.name, role="robot", video=site.want_video)
         try:
             report = await site.run(args.duration, stop)
         finally:
-            if board is not None:
-                board.close()
-        report["broadcast"] = broadcast.close() if broadcast is not None else None
+            extras.close_dashboard()
+        extras.close(report)
         if site.audit is not None:
             site.audit.close(report)
             report["audit"] = site.audit.log.stats()
