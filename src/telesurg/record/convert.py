@@ -196,7 +196,7 @@ class RecordConverter:
         if entry[0] == "tick":
             _, measured, jaw, operating = entry
             body["measured"] = {n: list(p) if isinstance(p, tuple) else [*map(float, p.position), *map(float, p.orientation)]
-                                for n, p in measured.items()}  # a tuple: recorder._portable made it one
+                                for n, p in measured.items()}  # a tuple: record/portable.py made it one
             body["jaw"] = None if jaw is None else {n: float(v) for n, v in jaw.items()}
             body["operating"] = None if operating is None else {
                 n: [int(s.state), bool(s.is_homed), bool(s.is_busy)] for n, s in operating.items()}

@@ -34,8 +34,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from telesurg.record.portable import from_portable, to_portable
 from telesurg.record.writer import FLUSH_INTERVAL_S, RecordWriter
-from telesurg.tap import Tap, Topic
+from telesurg.tap import Tap
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _writer_process(conn: Any, kwargs: dict[str, Any], poll_s: float) -> None:
                     stream = io.BytesIO(data)
                     while stream.tell() < len(data):  # one pickle per slice of records, back to back
                         records, drops = pickle.load(stream)
-                        writer.write(records, drops)
+                        writer.write([from_portable(r) for r in records], drops)
         except (EOFError, OSError):  # the site is gone: keep what it sent, close the file cleanly
             break
         writer.tick()
@@ -74,15 +75,6 @@ def _writer_process(conn: Any, kwargs: dict[str, Any], poll_s: float) -> None:
     if closing:
         with contextlib.suppress(OSError, ValueError):
             conn.send_bytes(pickle.dumps(stats))
-
-
-def _portable(record: tuple[str, float, Any]) -> tuple[str, float, Any]:
-    """A servo tick's poses as plain tuples: numpy arrays pickle at ~10 us each, tuples at ~0.3 us."""
-    topic, t, payload = record
-    if topic == Topic.SUPERVISOR_INPUT and payload[0] == "tick" and payload[1]:
-        measured = {n: (*p.position.tolist(), *p.orientation.tolist()) for n, p in payload[1].items()}
-        return topic, t, ("tick", measured, payload[2], payload[3])
-    return record
 
 
 class Recorder:
@@ -179,7 +171,7 @@ class Recorder:
         # The pickles go in one write per poll (one wake-up of the writer process, not one per slice).
         parts = []
         for start in range(0, max(len(records), 1), SLICE):
-            part = [_portable(r) for r in records[start:start + SLICE]]
+            part = [to_portable(r) for r in records[start:start + SLICE]]
             try:
                 parts.append(pickle.dumps((part, drops), protocol=pickle.HIGHEST_PROTOCOL))
             except Exception:  # noqa: BLE001 - an odd payload: send the others, count it
