@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 import re
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ ROBOT_LINK_PRIORITY = 45
 CONSOLE_TICKER_PRIORITY = 40
 CONSOLE_LINK_PRIORITY = 35
 EMULATOR_PRIORITY = 30  # the demo's WAN emulator: a real network does not slow down when hosts are busy
+# A site's other Python threads (tap consumers: recorder, dashboard, broadcast): above every ordinary
+# process, below the whole command path. They share the GIL with the servo loop; preempted by an
+# unrelated process while holding it, they would keep the servo loop waiting for the GIL until the
+# scheduler gave them the CPU back (milliseconds). Their work is short and bounded (a few % of a core).
+GIL_SHARER_PRIORITY = 1
 
 
 def request_realtime(priority: int) -> bool:
@@ -44,6 +50,19 @@ def request_realtime(priority: int) -> bool:
         os.sched_setscheduler(0, policy, os.sched_param(priority))
     except (AttributeError, OSError) as exc:
         log.info("real-time scheduling not available (%s); running with normal priority", exc)
+        return False
+    return True
+
+
+def thread_realtime(thread: threading.Thread, priority: int) -> bool:
+    """`request_realtime` for another (started) thread of this process, by its native id."""
+    if thread.native_id is None:
+        return False
+    try:
+        policy = os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0)
+        os.sched_setscheduler(thread.native_id, policy, os.sched_param(priority))
+    except (AttributeError, OSError) as exc:
+        log.info("real-time scheduling not available for thread %s (%s)", thread.name, exc)
         return False
     return True
 

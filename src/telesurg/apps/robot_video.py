@@ -26,7 +26,7 @@ import numpy as np
 from telesurg.interop.shared_picture import SharedPicture
 from telesurg.link.driver import LinkEndpoint
 from telesurg.link.events import MessageClass
-from telesurg.realtime import unpin
+from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime, unpin
 from telesurg.site_config import VideoConfig
 from telesurg.tap import Tap, Topic
 from telesurg.video.control import is_video_control  # light (no codec): imported here, not on the hot path
@@ -168,6 +168,7 @@ class RobotVideo:
         return True
 
     def _read(self) -> None:
+        request_realtime(GIL_SHARER_PRIORITY)  # it shares the GIL with the servo loop: see realtime.py
         try:
             while True:
                 batch = _unpack(self._conn.recv_bytes())

@@ -27,7 +27,8 @@ from typing import Any
 from telesurg.broadcast import handover
 from telesurg.broadcast.schema import BROADCAST_TOPICS, RecordEncoder, check_site_name
 from telesurg.broadcast.zconfig import check_endpoint
-from telesurg.tap import Tap, Topic
+from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime
+from telesurg.tap import Tap, Topic, handing_over
 
 log = logging.getLogger("telesurg.broadcast")
 SOCKET_BUFFER = 2 << 20  # ~3 s of 720p stereo; older video is dropped as stale anyway
@@ -76,9 +77,10 @@ class BroadcastPublisher:
 
     # -- pump thread (in the site process) --------------------------------------------------------
     def _pump(self) -> None:
+        request_realtime(GIL_SHARER_PRIORITY)  # it shares the GIL with the servo loop: see realtime.py
         next_stats = time.monotonic() + STATS_PERIOD_S
         while not self._stop.wait(self._poll_s):
-            for topic, t, payload in self._subscription.drain(1024):
+            for topic, t, payload in handing_over(self._subscription.drain(1024)):
                 try:
                     self._forward(topic, t, payload)
                 except Exception:  # noqa: BLE001 - a record we cannot encode must not end the broadcast

@@ -64,14 +64,21 @@ class SiteMetrics:
                                      registry=r)
         self.video_bytes = Counter("telesurg_video_bytes", "Video payload bytes seen in the tap", registry=r)
         r.register(_StateCollector(self))
+        self._judged: dict[str, Any] = {}  # outcome -> its child of `judged`
+        self._delays: dict[str, Any] = {}  # sender -> its child of `command_delay`
 
     def apply(self, topic: str, t: float, payload: Any) -> None:
-        if topic == Topic.COMMAND_DECISION:
-            self.judged.labels(payload.outcome).inc()
-            if payload.outcome not in ACCEPTED:
-                self.rejected.labels(payload.reason or payload.outcome).inc()
+        if topic == Topic.COMMAND_DECISION:  # ~2,000 a second: the labelled children are looked up once
+            outcome = payload.outcome
+            judged = self._judged.get(outcome) or self._judged.setdefault(outcome, self.judged.labels(outcome))
+            judged.inc()
+            if outcome not in ACCEPTED:
+                self.rejected.labels(payload.reason or outcome).inc()
             elif self.command_delay is not None and (delay := command_delay_s(t, payload)) is not None:
-                self.command_delay.labels(peer_identity(payload.sender)).observe(delay)
+                delays = self._delays.get(payload.sender)
+                if delays is None:
+                    delays = self._delays[payload.sender] = self.command_delay.labels(peer_identity(payload.sender))
+                delays.observe(delay)
         elif topic == Topic.TELEMETRY:
             if self.telemetry_delay is not None and self.model.role == "console" and (
                     delay := telemetry_delay_s(t, payload, self.model.robot_offset())) is not None:

@@ -31,7 +31,8 @@ from telesurg.dashboard.access import AccessPolicy, Bind, parse_bind
 from telesurg.dashboard.metrics import SiteMetrics
 from telesurg.dashboard.model import TOPICS, DashboardModel
 from telesurg.dashboard.video import VideoPreview
-from telesurg.tap import Tap, Topic
+from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime
+from telesurg.tap import Tap, Topic, handing_over
 
 log = logging.getLogger("telesurg.dashboard")
 STATIC = Path(__file__).with_name("static")
@@ -123,6 +124,7 @@ class DashboardServer:
 
     # -- the dashboard thread ----------------------------------------------------------------------
     def _thread_main(self) -> None:
+        request_realtime(GIL_SHARER_PRIORITY)  # see realtime.py
         try:
             asyncio.run(self._serve())
         except BaseException as exc:  # surfaced by start(); never propagates into the site
@@ -162,7 +164,7 @@ class DashboardServer:
             await asyncio.sleep(self.drain_s)
             model_apply, metrics_apply = self.model.apply, self.metrics.apply
             records = self.subscription.drain()
-            for topic, t, payload in records:
+            for topic, t, payload in handing_over(records):
                 model_apply(topic, t, payload)
                 metrics_apply(topic, t, payload)
             self.records += len(records)

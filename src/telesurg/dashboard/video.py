@@ -22,6 +22,7 @@ from typing import Any
 import av
 from av.video.reformatter import VideoReformatter
 
+from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime
 from telesurg.tap import Subscription, TapRecord
 from telesurg.video.codec import DecodedFrame, VideoDecoder
 from telesurg.video.metrics import FREEZE_S
@@ -168,6 +169,7 @@ class VideoPreview:
             self._thread.join(2.0)
 
     def _run(self) -> None:
+        request_realtime(GIL_SHARER_PRIORITY)  # see realtime.py
         core = self.core
         sent: dict[str, Any] = {"frames": collections.Counter(), "freezes": collections.Counter(), "bytes": 0}
         cpu0 = time.thread_time()

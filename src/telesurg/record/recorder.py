@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime, unpin
 from telesurg.record.portable import from_portable, to_portable
 from telesurg.record.writer import FLUSH_INTERVAL_S, RecordWriter
 from telesurg.tap import Tap
@@ -52,6 +53,7 @@ def _writer_process(conn: Any, kwargs: dict[str, Any], poll_s: float) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the site; it closes us
     with contextlib.suppress(OSError):
         os.nice(WRITER_NICENESS)
+    unpin()  # like the video processes: any CPU the sites leave, not only the pinned site's own
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {kwargs['site']} recorder %(levelname)s "
                                                       "%(message)s")
     writer = RecordWriter(**kwargs)
@@ -146,6 +148,7 @@ class Recorder:
 
     # -- the drain thread ---------------------------------------------------------------------------
     def _run(self) -> None:
+        request_realtime(GIL_SHARER_PRIORITY)  # it shares the GIL with the servo loop: see realtime.py
         while not self._stop.wait(self.poll_s):
             if not self._paused.is_set():
                 self._forward(self.subscription.drain())
