@@ -1,19 +1,21 @@
 """Observers of the live broadcast: do 0-100 of them cost the control path anything?
 
-    python bench/observers.py [--configs off,0,1,10,50,100,stall,router-kill] [--json F] [--png F]
-    python bench/observers.py --robot-runner ROBOT_TOML ... (internal: a robot site with --broadcast)
+    python bench/observers.py [--configs off,0,1,10,50,100,stall,router-kill] [--size 1280x720]
+                              [--placement shared|apart] [--repeat N] [--json F] [--png F]
 
 Each run writes a fresh site pair (`write_sites`, fresh ports and keys) and starts real processes on
-loopback, no WAN emulator (as bench/multi_console.py): a robot site with the endoscope stream on
-(test-pattern source, 640x360 at 30 fps per eye, real libx264) and the broadcast attached to its tap
-(this script's `--robot-runner`: `RobotSite` + `attach_broadcast(site.tap, ...)`, what `telesurg
-robot --broadcast` does), a real `telesurg console` lead (scripted 1-ring peg transfer, no video),
-a `telesurg broadcast-router` process and N observers (telesurg.broadcast.observer_pool: up to 25
-observers per process, each its own Zenoh session and TCP connection; the first decodes both eyes,
-the others parse every header and measure fps, gaps and capture -> received latency). The router
-and the observers run at nice 10 / 19: in an operating theatre they are other machines, here they
-share the 2 cores with the sites, and the niceness keeps that sharing close to "elsewhere"
-(say so with every figure). Configurations, run in this order:
+loopback, no WAN emulator (as bench/multi_console.py): `telesurg robot --broadcast ENDPOINT` with the
+endoscope stream on (test-pattern source, 1280x720 at 30 fps per eye by default, real libx264), a
+real `telesurg console` lead (scripted 1-ring peg transfer, no video), a `telesurg broadcast-router`
+process and N observers (telesurg.broadcast.observer_pool: up to 25 observers per process, each its
+own Zenoh session and TCP connection; the first decodes both eyes, the others parse every header and
+measure fps, gaps and capture -> received latency). The router and the observers run at nice 10 /
+19. `--placement shared` (default): every process may use both cores, so the fan-out's CPU and
+kernel network work (100 TCP streams of stereo video on loopback) land on the sites' cores too.
+`--placement apart`: the router and the observers on the last CPU, the two sites on the others (their
+video processes may use any), the nearest this one machine gets to the fan-out running elsewhere,
+as it does in use (say which with every figure).
+Configurations, run in this order:
 - `off`: no broadcast at all (the control path's own figures; reference for the publisher's cost)
 - `0`, `1`, `10`, `50`, `100`: publisher attached, router up, N observers (target: control figures
   within 1.2x of `0`, measured in the same run)
@@ -27,9 +29,7 @@ arrival -> judged and applied), command latency p99 (ms, console stamp -> applie
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
 import signal
 import statistics
@@ -56,40 +56,6 @@ VIDEO_FPS = 30.0
 STOP_TIMEOUT_S = 15.0
 
 
-# ------------------------------------------------------------------- robot runner (internal)
-def robot_runner(argv: list[str]) -> int:
-    """`telesurg robot` with `--broadcast`, as the lead will wire it (apps/robot.py's run, plus 3 lines)."""
-    from telesurg.apps import robot as robot_app
-    from telesurg.apps.common import idle_polling, install_stop_signals, write_report
-    from telesurg.broadcast.site_options import add_broadcast_arguments, broadcast_from_args
-    from telesurg.link.driver import install_uvloop
-    from telesurg.site_config import RobotSiteConfig, load_config
-
-    parser = argparse.ArgumentParser()
-    robot_app.add_arguments(parser)
-    add_broadcast_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s robot %(levelname)s %(message)s")
-    config = load_config(args.config, RobotSiteConfig)
-    config.video = config.video.overridden(source=args.video_source, fps=args.video_fps)
-    install_uvloop()
-
-    async def main() -> dict[str, Any]:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        site = robot_app.RobotSite(config, seed=args.seed, video=False if args.no_video else None)
-        broadcast = broadcast_from_args(args, site.tap, config.site.name)
-        report = await site.run(args.duration, stop)
-        report["broadcast"] = broadcast.close() if broadcast else None
-        return report
-
-    with idle_polling(args) as polling:
-        report = asyncio.run(main())
-    report["idle_poll"] = polling
-    write_report(args.report, report)
-    return 0
-
-
 # ------------------------------------------------------------------------------ one run
 def stop_process(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S) -> None:
     if process.poll() is None:
@@ -102,12 +68,18 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S
         process.wait()
 
 
-def start_router(endpoint: str, log: Any) -> subprocess.Popen[Any]:
-    return subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "telesurg.cli", "broadcast-router",
-                             "--listen", endpoint], stdout=log, stderr=subprocess.STDOUT)
+def placed(command: list[str], cpus: str | None) -> list[str]:
+    """`command` restricted to `cpus` (util-linux taskset), or as it is."""
+    return ["taskset", "-c", cpus, *command] if cpus else command
 
 
-def start_pools(endpoint: str, count: int, work: Path, log: Any, solo_last: bool) -> list[tuple[subprocess.Popen[Any], Path]]:
+def start_router(endpoint: str, log: Any, cpus: str | None) -> subprocess.Popen[Any]:
+    return subprocess.Popen(placed(["nice", "-n", "10", sys.executable, "-m", "telesurg.cli", "broadcast-router",
+                                    "--listen", endpoint], cpus), stdout=log, stderr=subprocess.STDOUT)
+
+
+def start_pools(endpoint: str, count: int, work: Path, log: Any, solo_last: bool,
+                cpus: str | None) -> list[tuple[subprocess.Popen[Any], Path]]:
     """Observer processes (<= PER_PROCESS each); `solo_last`: the last observer alone (to be stalled)."""
     sizes = []
     left = count - (1 if solo_last else 0)
@@ -119,10 +91,10 @@ def start_pools(endpoint: str, count: int, work: Path, log: Any, solo_last: bool
     pools = []
     for i, size in enumerate(sizes):
         report, ready = work / f"observers-{i}.json", work / f"observers-{i}.ready"
-        process = subprocess.Popen(["nice", "-n", "19", sys.executable, "-m", "telesurg.broadcast.observer_pool",
-                                    "--connect", endpoint, "--site", "robot", "--count", str(size),
-                                    "--decode", "1" if i == 0 else "0", "--report", str(report),
-                                    "--ready", str(ready)], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(placed(["nice", "-n", "19", sys.executable, "-m", "telesurg.broadcast.observer_pool",
+                                           "--connect", endpoint, "--site", "robot", "--count", str(size),
+                                           "--decode", "1" if i == 0 else "0", "--report", str(report),
+                                           "--ready", str(ready)], cpus), stdout=log, stderr=subprocess.STDOUT)
         pools.append((process, report))
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline and not all((work / f"observers-{i}.ready").exists() for i in range(len(sizes))):
@@ -130,7 +102,7 @@ def start_pools(endpoint: str, count: int, work: Path, log: Any, solo_last: bool
     return pools
 
 
-def run_once(config: str, seconds: float) -> dict[str, Any]:
+def run_once(config: str, seconds: float, size: str, fanout_cpus: str | None, site_cpus: str | None) -> dict[str, Any]:
     broadcast = config != "off"
     observers = {"off": 0, "stall": 10, "router-kill": 10}.get(config)
     observers = int(config) if observers is None else observers
@@ -148,14 +120,16 @@ def run_once(config: str, seconds: float) -> dict[str, Any]:
         events: list[str] = []
         try:
             if broadcast:
-                processes["router"] = start_router(endpoint, log)
-                pools = start_pools(endpoint, observers, work, log, solo_last=config == "stall")
-            robot_cmd = [sys.executable, __file__, "--robot-runner", "--config", str(robot_toml), "--report",
-                         str(reports["robot"]), "--duration", str(seconds), "--video-source", "test-pattern",
-                         "--video-fps", str(VIDEO_FPS), *(["--broadcast", endpoint] if broadcast else [])]
+                processes["router"] = start_router(endpoint, log, fanout_cpus)
+                pools = start_pools(endpoint, observers, work, log, solo_last=config == "stall", cpus=fanout_cpus)
+            robot_cmd = site_command("robot", robot_toml, reports["robot"], [
+                "--duration", str(seconds), "--video-source", "test-pattern", "--video-fps", str(VIDEO_FPS),
+                "--video-size", size, *(["--cpus", site_cpus] if site_cpus else []),
+                *(["--broadcast", endpoint] if broadcast else [])])
             processes["robot"] = subprocess.Popen(robot_cmd, stdout=robot_log, stderr=subprocess.STDOUT)
             lead = site_command("console", tomls[0], reports["lead"],
-                                ["--rings", "1", "--no-video", "--no-live", "--log-file", str(work / "lead.log")])
+                                ["--rings", "1", "--no-video", "--no-live", "--log-file", str(work / "lead.log"),
+                                 *(["--cpus", site_cpus] if site_cpus else [])])
             processes["lead"] = subprocess.Popen(lead, stdout=log, stderr=subprocess.STDOUT)
             started = time.monotonic()
             event_done = False
@@ -171,7 +145,7 @@ def run_once(config: str, seconds: float) -> dict[str, Any]:
                         processes["router"].kill()
                         processes["router"].wait()
                         time.sleep(ROUTER_DOWN_S)
-                        processes["router"] = start_router(endpoint, log)
+                        processes["router"] = start_router(endpoint, log, fanout_cpus)
                         events.append(f"router SIGKILLed at {EVENT_AT_S:.0f} s, restarted {ROUTER_DOWN_S:.0f} s later")
         finally:
             for name in ("lead", "robot"):
@@ -248,13 +222,23 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def cpu_placement(placement: str) -> tuple[str | None, str | None]:
+    """(fan-out CPUs, site CPUs) for `--placement`; (None, None): shared."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if placement == "shared" or len(cpus) < 2:
+        return None, None
+    return str(cpus[-1]), ",".join(str(c) for c in cpus[:-1])
+
+
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--robot-runner":
-        return robot_runner(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="off,0,1,10,50,100,stall,router-kill")
     parser.add_argument("--repeat", type=int, default=1, help="run the whole list this many times (interleaved)")
     parser.add_argument("--seconds", type=float, default=35.0, help="robot --duration cap (the 1-ring task ends a run)")
+    parser.add_argument("--size", default="1280x720", help="each eye's picture (test pattern), WxH")
+    parser.add_argument("--placement", choices=("shared", "apart"), default="shared",
+                        help="shared: every process may use every CPU; apart: the router and the observers on "
+                             "the last CPU, the sites on the others (as if the fan-out ran on other machines)")
     parser.add_argument("--json", type=Path, default=Path("observers.json"))
     parser.add_argument("--png", type=Path, default=Path("observers.png"))
     args = parser.parse_args()
@@ -266,7 +250,7 @@ def main() -> int:
         for rep in range(args.repeat):
             for config in configs:
                 progress.update(task, description=f"round {rep + 1}/{args.repeat}: config {config}")
-                run = run_once(config, args.seconds)
+                run = run_once(config, args.seconds, args.size, *cpu_placement(args.placement))
                 run["round"] = rep + 1
                 if "failed" not in run:
                     run["figures"] = figures(run)
@@ -278,7 +262,8 @@ def main() -> int:
                                                    for c in configs}
     ok = {c: fs for c, fs in per_config.items() if fs}
     base_runs = {r["round"]: r["figures"] for r in runs if r["config"] == "0" and "figures" in r}
-    table = new_table("every run (2-vCPU VM; router nice 10, observers nice 19); ratio vs the 0 run of the same round")
+    table = new_table(f"every run (2-vCPU VM; {args.size} stereo; placement {args.placement}; router nice 10, "
+                      "observers nice 19); ratio vs the 0 run of the same round")
     for r in runs:
         if "figures" in r:
             run_row(table, f"{r['config']} #{r['round']}", r["figures"], base_runs.get(r["round"]))

@@ -194,6 +194,9 @@ def test_two_consoles_hand_psm1_over_and_back_and_the_ring_is_moved(tmp_path, co
     assert len(released) == 2 and all(hold["resumed_by"] == "reengage" for hold in released)
     replayed = check_recording(tmp_path, report)  # ownership changes (assign) replay as they happened
     assert replayed["holds"]["recorded"] >= 2
+    consultant_record = report["record"]["console-2"]  # the consultant records its own side too
+    assert consultant_record["records"] > 1000 and consultant_record["dropped_total"] == 0
+    assert any(Path(f).name.startswith("console-2") for f in consultant_record["files"])
     c = report["commands"]
     assert c["duplicates_applied"] == 0 and c["out_of_order_applied"] == 0 and c["lost"] <= 1
     # both consoles' sessions, each with its own paths and figures

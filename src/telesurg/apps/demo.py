@@ -123,7 +123,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.haptics:
         robot_extra += ["--force-hz", "500"]
     record_dir = _record_dir(args, workdir)
-    if record_dir is not None:  # black-box recording of the robot and the lead console (MCAP)
+    if record_dir is not None:  # black-box recording of the robot and every console (MCAP)
         robot_extra += ["--record", str(record_dir)]
     robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, robot_extra),
                              env=env, stdout=robot_log, stderr=subprocess.STDOUT)
@@ -154,7 +154,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     started, cpu_at_start = time.monotonic(), cpu_times()
     console_extra += _cpus_flag(console_cpus)
     console = subprocess.Popen(site_command("console", console_toml, console_report, console_extra), env=env)
-    others = _start_consultants(link.console_tomls[1:], workdir, env)
+    others = _start_consultants(link.console_tomls[1:], workdir, env, record_dir)
     # the emulator (this process) is not pinned: on the console's CPU its packets waited up to 30-40 ms
     # behind the console; unpinned, its real-time threads take whichever CPU has room
     report_extra = {"cpu_split": None if halves is None else {"console": sorted(console_cpus or ()),
@@ -213,7 +213,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         report["observers"] = observers
     if record_dir is not None:
         report["record"] = {"dir": str(record_dir), "robot": robot_data.get("record"),
-                            "console": console_data.get("record")}
+                            "console": console_data.get("record"),
+                            **{data.get("me") or toml.stem: data.get("record")
+                               for data, toml in zip(other_data, link.console_tomls[1:], strict=True)}}
     if others:
         report["consoles"] = {"console": _console_section(console_data, profile.name, relay_stats)}
         for data, relays, p in zip(other_data, relay_sets[1:], consultants, strict=True):
@@ -268,15 +270,18 @@ def _hand_over_time(rings: int) -> float:
     return handover_moment(peg_transfer_plan(default_board(), rings=rings))
 
 
-def _start_consultants(tomls: list[Path], workdir: Path, env: dict[str, str]) -> list[tuple[subprocess.Popen, Path]]:
+def _start_consultants(tomls: list[Path], workdir: Path, env: dict[str, str],
+                       record_dir: Path | None) -> list[tuple[subprocess.Popen, Path]]:
     """One scripted consultant per extra console: it waits for PSM1, draws a loop with it and hands it
-    back. Without video (the lead's console shows it), so two consoles fit beside the robot on 2 CPUs."""
+    back. Without video (the lead's console shows it), so two consoles fit beside the robot on 2 CPUs.
+    Each records its own MCAP file beside the others' (its site name, e.g. console-2, names it)."""
     started = []
     for toml in tomls:
         report = workdir / f"{toml.stem}.json"
         report.unlink(missing_ok=True)
         extra = ["--script", "consult", "--request-arm", "PSM1", "--no-video", "--no-live",
-                 "--log-file", str(workdir / f"{toml.stem}.log"), "--connect-timeout", "30"]
+                 "--log-file", str(workdir / f"{toml.stem}.log"), "--connect-timeout", "30",
+                 *(["--record", str(record_dir)] if record_dir is not None else [])]
         started.append((subprocess.Popen(site_command("console", toml, report, extra), env=env), report))
     return started
 
@@ -325,7 +330,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if rec:
         parts = [f"{site} {len(r.get('files', []))} file(s), {r.get('records')} records, "
                  f"{r.get('bytes', 0) / 1e6:.1f} MB, {r.get('dropped_total')} dropped"
-                 for site, r in (("robot", rec.get("robot")), ("console", rec.get("console"))) if r]
+                 for site, r in rec.items() if site != "dir" and isinstance(r, dict)]
         lines.append(f"recording ({rec['dir']}): " + ("; ".join(parts) or "no site reported one"))
     if "video" in report:
         v = report["video"]

@@ -55,17 +55,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video-source", choices=("sim-endoscope", "test-pattern"),
                         help="override [video] source of the config")
     parser.add_argument("--video-fps", type=float, help="override [video] fps of the config")
+    parser.add_argument("--video-size", type=video_size, metavar="WxH",
+                        help="override [video] width and height of the config (e.g. 1280x720)")
     parser.add_argument("--cpus", help="run this site on these CPUs only (e.g. 1 or 2-3); video may use any")
     add_idle_poll_option(parser)
     site_extras.add_arguments(parser)
     parser.add_argument("--log-level", default="WARNING")
 
 
+def video_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720); the config's own limits are checked when it is overridden."""
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give the picture size as WIDTHxHEIGHT, e.g. 1280x720")
+    return int(width), int(height)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s robot %(levelname)s %(message)s")
     try:
         config = load_config(args.config, RobotSiteConfig)
-        config.video = config.video.overridden(source=args.video_source, fps=args.video_fps)
+        width, height = args.video_size or (None, None)
+        config.video = config.video.overridden(source=args.video_source, fps=args.video_fps, width=width, height=height)
         if args.force_hz is not None:
             config.robot = config.robot.model_copy(update={"force_hz": args.force_hz})
         igtl = IgtlServer(args.igtl) if args.igtl else None  # binds now: a bad address is a one-line error
