@@ -10,7 +10,9 @@ real `telesurg console` lead (scripted 1-ring peg transfer, no video), a `telesu
 process and N observers (telesurg.broadcast.observer_pool: up to 25 observers per process, each its
 own Zenoh session and TCP connection; the first decodes both eyes, the others parse every header and
 measure fps, gaps and capture -> received latency). The router and the observers run at nice 10 /
-19. `--placement shared` (default): every process may use both cores, so the fan-out's CPU and
+19. The robot keeps idle CPUs awake (`--idle-poll`, as `telesurg demo` does): a VM's CPU waking
+from halt added ~0.2 ms to a wake-up at p99 (bench/wakeup_latency.py), more than the effect measured here.
+`--placement shared` (default): every process may use both cores, so the fan-out's CPU and
 kernel network work (100 TCP streams of stereo video on loopback) land on the sites' cores too.
 `--placement apart`: the router and the observers on the last CPU, the two sites on the others (their
 video processes may use any), the nearest this one machine gets to the fan-out running elsewhere,
@@ -124,7 +126,7 @@ def run_once(config: str, seconds: float, size: str, fanout_cpus: str | None, si
                 pools = start_pools(endpoint, observers, work, log, solo_last=config == "stall", cpus=fanout_cpus)
             robot_cmd = site_command("robot", robot_toml, reports["robot"], [
                 "--duration", str(seconds), "--video-source", "test-pattern", "--video-fps", str(VIDEO_FPS),
-                "--video-size", size, *(["--cpus", site_cpus] if site_cpus else []),
+                "--video-size", size, "--idle-poll", *(["--cpus", site_cpus] if site_cpus else []),
                 *(["--broadcast", endpoint] if broadcast else [])])
             processes["robot"] = subprocess.Popen(robot_cmd, stdout=robot_log, stderr=subprocess.STDOUT)
             lead = site_command("console", tomls[0], reports["lead"],
