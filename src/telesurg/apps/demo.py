@@ -24,6 +24,7 @@ from typing import Any
 
 from telesurg import dashboard
 from telesurg.apps.common import IDLE_POLL_HELP, cpu_times, cpu_usage, write_report
+from telesurg.apps.demo_report import console_section, merge_reports, summary_lines
 from telesurg.apps.emulated import site_command, start_emulated_link
 from telesurg.broadcast.site_options import DemoBroadcast
 from telesurg.idle_poll import KeepCpusAwake
@@ -36,56 +37,6 @@ from telesurg.realtime import split_cpus
 
 ROBOT_STOP_TIMEOUT_S = 20.0
 DRAIN_TIMEOUT_S = 2.0  # longest wait for commands still crossing the emulated WAN when the console stops
-
-
-def merge_reports(profile: str, duration_s: float, robot: dict[str, Any], console: dict[str, Any],
-                  relays: dict[str, Any], others: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One demo report in the published shape (../shared/contract/check_report.py). `console` is the
-    lead's report; `others` the other consoles' (their commands count in sent, delivered and lost)."""
-    rc = robot.get("commands", {})
-    sent = sum(int(c.get("commands", {}).get("sent", 0)) for c in [console, *(others or [])])
-    delivered = int(rc.get("delivered", 0))
-    paths = {}
-    for name, view in console.get("paths", {}).items():
-        paths[name] = dict(view)
-        paths[name]["relay"] = relays.get(name, {})
-    security = dict(robot.get("security", {}).get("rejected", {}))
-    report = {
-        "profile": profile,
-        "duration_s": round(duration_s, 3),
-        "commands": {
-            "sent": sent, "delivered": delivered, "lost": max(0, sent - delivered),
-            "applied": int(rc.get("applied", 0)), "rejected": rc.get("rejected", {}),
-            "duplicates_applied": int(rc.get("duplicates_applied", 0)),
-            "out_of_order_applied": int(rc.get("out_of_order_applied", 0)),
-            "latency_ms": rc.get("latency_ms", {"p50": 0.0, "p99": 0.0, "max": 0.0}),
-        },
-        # where a command's time goes besides the emulated path delay: the product's own shares
-        # (console: ticker stamp -> sockets; robot: datagram in its kernel -> judged and applied) and
-        # the emulator's lateness in releasing packets (a harness error, not the product's)
-        "overhead_ms": {
-            "console_send": console.get("send_overhead_ms"),
-            "robot_apply": rc.get("apply_overhead_ms"),
-            "relay_lateness": {name: relays.get(name, {}).get("departure_lateness_ms", {}).get("forward")
-                               for name in paths},
-        },
-        "paths": paths,
-        "path_events": console.get("path_events", []),
-        "safety": robot.get("safety", {"violations": 0, "holds": [], "final_state": "UNKNOWN"}),
-        "task": robot.get("task", {"rings_moved": 0, "time_s": 0.0}),
-        "security": {"rejected": security, "console_rejected": console.get("security", {}).get("rejected", {})},
-        "alarms": console.get("alarms", []),
-        "console": {"one_way_ms": console.get("one_way_ms"), "ticker": console.get("ticker"),
-                    "established": console.get("established"), "holds_seen": console.get("holds_seen", 0)},
-        "robot": {"servo": robot.get("servo"), "link": robot.get("link")},
-        "handovers": robot.get("handovers", []),
-        "sessions": robot.get("sessions", {}),
-    }
-    if "video" in console:
-        report["video"] = console["video"]
-    if "haptics" in console:
-        report["haptics"] = console["haptics"]
-    return report
 
 
 async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -128,12 +79,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     robot = subprocess.Popen(site_command("robot", robot_toml, robot_report, robot_extra),
                              env=env, stdout=robot_log, stderr=subprocess.STDOUT)
     if not await _wait_ready(robot, robot_ready):  # as long as it takes a slow machine, while it lives
-        robot_log.close()
-        if broadcast is not None:
-            broadcast.close()
-        await link.close_all()
-        if pollers is not None:
-            pollers.stop()
+        await _close_helpers(robot_log, broadcast, link, pollers)
         raise SiteFailed(f"the robot site stopped before it was ready (exit {robot.returncode})\n"
                          + log_tail(workdir / "robot.log"))
     following_marker = workdir / "console.following"
@@ -193,12 +139,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for process in [console, *(o for o, _ in others)]:
             if process.poll() is None:
                 process.kill()
-        observers = broadcast.close() if broadcast is not None else None
-        relay_sets = await link.close_all()
+        observers, relay_sets = await _close_helpers(robot_log, broadcast, link, pollers)
         relay_stats = relay_sets[0]
-        robot_log.close()
-        if pollers is not None:
-            pollers.stop()
     elapsed = time.monotonic() - started
     robot_data = json.loads(robot_report.read_text()) if robot_report.exists() else {}
     console_data = json.loads(console_report.read_text()) if console_report.exists() else {}
@@ -217,10 +159,10 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                             **{data.get("me") or toml.stem: data.get("record")
                                for data, toml in zip(other_data, link.console_tomls[1:], strict=True)}}
     if others:
-        report["consoles"] = {"console": _console_section(console_data, profile.name, relay_stats)}
+        report["consoles"] = {"console": console_section(console_data, profile.name, relay_stats)}
         for data, relays, p in zip(other_data, relay_sets[1:], consultants, strict=True):
             report["consoles"][data.get("me") or f"console-{len(report['consoles']) + 1}"] = \
-                _console_section(data, p.name, relays)
+                console_section(data, p.name, relays)
     polled_s = 0.0 if pollers is None else pollers.cpu_seconds()
     report["machine"] = {"cpus": os.cpu_count(), **report_extra,
                          "idle_poll": None if pollers is None else {"method": pollers.method, "cpus": pollers.cpus,
@@ -270,6 +212,17 @@ def _hand_over_time(rings: int) -> float:
     return handover_moment(peg_transfer_plan(default_board(), rings=rings))
 
 
+async def _close_helpers(robot_log: Any, broadcast: Any, link: Any, pollers: Any) -> tuple[Any, list[Any]]:
+    """Stop what the demo started around the sites (router and observers, relays, CPU pollers);
+    returns the observers' figures and each console's relay figures."""
+    robot_log.close()
+    observers = broadcast.close() if broadcast is not None else None
+    relay_sets = await link.close_all()
+    if pollers is not None:
+        pollers.stop()
+    return observers, relay_sets
+
+
 def _start_consultants(tomls: list[Path], workdir: Path, env: dict[str, str],
                        record_dir: Path | None) -> list[tuple[subprocess.Popen, Path]]:
     """One scripted consultant per extra console: it waits for PSM1, draws a loop with it and hands it
@@ -286,68 +239,8 @@ def _start_consultants(tomls: list[Path], workdir: Path, env: dict[str, str],
     return started
 
 
-def _console_section(data: dict[str, Any], profile: str, relays: dict[str, Any]) -> dict[str, Any]:
-    """One console's own view in a several-console demo: its WAN, commands, ownership and handovers."""
-    return {"profile": profile, "established": data.get("established"), "commands": data.get("commands"),
-            "paths": {name: {**view, "relay": relays.get(name, {})} for name, view in data.get("paths", {}).items()},
-            "one_way_ms": data.get("one_way_ms"), "alarms": data.get("alarms", []),
-            "ownership": data.get("ownership"), "room": data.get("room"),
-            "peers_seen": data.get("peers_seen"),
-            "handover_actions": data.get("handover_actions", []), "handover_refused": data.get("handover_refused", [])}
-
-
 def _cpus_flag(cpus: set[int] | None) -> list[str]:
     return [] if cpus is None else ["--cpus", ",".join(str(c) for c in sorted(cpus))]
-
-
-def summary_lines(report: dict[str, Any]) -> list[str]:
-    c, s, t = report["commands"], report["safety"], report["task"]
-    lines = [
-        f"profile {report['profile']}: {report['duration_s']:.1f} s",
-        f"commands: sent {c['sent']}, delivered {c['delivered']}, lost {c['lost']}, applied {c['applied']}, "
-        f"latency p50 {c['latency_ms']['p50']:.1f} ms p99 {c['latency_ms']['p99']:.1f} ms",
-    ]
-    for name, p in report["paths"].items():
-        lines.append(f"path {name}: RTT p50 {p['rtt_ms']['p50']:.1f} ms p99 {p['rtt_ms']['p99']:.1f} ms, "
-                     f"loss {p['loss_pct']:.2f} %, state changes {p['state_changes']}")
-    o = report.get("overhead_ms", {})
-    if o.get("console_send") and o.get("robot_apply"):
-        lines.append(f"software overhead p50/p99: console send {o['console_send']['p50']:.2f}/"
-                     f"{o['console_send']['p99']:.2f} ms, robot kernel->apply {o['robot_apply']['p50']:.2f}/"
-                     f"{o['robot_apply']['p99']:.2f} ms")
-        late = {name: v["p99"] for name, v in (o.get("relay_lateness") or {}).items() if v and v.get("p99") is not None}
-        if late:
-            lines.append("emulator lateness p99 (test harness, not telesurg): "
-                         + ", ".join(f"path {name} {ms:.2f} ms" for name, ms in late.items()))
-    for h in report.get("handovers", []):
-        gap = "not taken up" if h.get("gap_ms") is None else (
-            f"gap {h['gap_ms']:.0f} ms (handover {h['handover_ms']:.1f} ms + alignment and re-engage "
-            f"{h['align_ms']:.0f} ms), tool moved {h['moved_mm']:.2f} mm")
-        lines.append(f"handover {h['arm']} {h['from']} -> {h['to']} at {h['at_s']:.1f} s ({h['reason']}): {gap}")
-    lines.append(f"safety: {s['violations']} violations, {len(s['holds'])} holds, final state {s['final_state']}")
-    lines.append(f"task: {t['rings_moved']} rings moved ({t['time_s']:.1f} s)")
-    rec = report.get("record")
-    if rec:
-        parts = [f"{site} {len(r.get('files', []))} file(s), {r.get('records')} records, "
-                 f"{r.get('bytes', 0) / 1e6:.1f} MB, {r.get('dropped_total')} dropped"
-                 for site, r in rec.items() if site != "dir" and isinstance(r, dict)]
-        lines.append(f"recording ({rec['dir']}): " + ("; ".join(parts) or "no site reported one"))
-    if "video" in report:
-        v = report["video"]
-        if v.get("latency_ms", {}).get("p50") is None:
-            lines.append("video: no picture reached the console (the robot and console logs say why)")
-        else:
-            lines.append(f"video: {v['frames_displayed']}/{v['frames_captured']} frames, latency p50 "
-                         f"{v['latency_ms']['p50']:.1f} ms, {v['bitrate_mbps']:.2f} Mbps, freezes {v['freezes']}")
-    m = report.get("machine") or {}
-    if m.get("cpu"):
-        split = m.get("cpu_split")
-        where = (f"robot on CPUs {split['robot']}, console on {split['console']}, emulator on any"
-                 if split else "sites not pinned")
-        polled = f"idle CPUs kept awake ({m['idle_poll']['method']})" if m.get("idle_poll") else "idle CPUs halt"
-        lines.append(f"machine: {m.get('cpus')} CPUs, {where}, {polled}; busy {m['cpu']['busy_pct']:.0f} % "
-                     f"(idle polling not counted), stolen by the host {m['cpu']['steal_pct']:.0f} %")
-    return lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
