@@ -210,7 +210,8 @@ class LinkCore(HandshakeMixin):
         self._end_session(reason, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[str, bytes]]:
-        return [(path, data) for path, data, _ in self.datagrams_to_send_addressed(now)]
+        out = self.datagrams_to_send_addressed(now)
+        return [(path, data) for path, data, _ in out] if out else []  # mostly empty: no copy then
 
     def datagrams_to_send_addressed(self, now: float) -> list[tuple[str, bytes, Addr | None]]:
         """Like datagrams_to_send, plus the peer address learnt for that path (None: use the configured one)."""

@@ -143,6 +143,12 @@ class DirectionEmulator(ImpairmentControl):
         return self._down
 
     @property
+    def departures(self) -> list[tuple[float, int, bytes]]:
+        """The packets in flight as a heap of (departure, sequence, data), for reading only: one list
+        for the emulator's whole life, so an event loop may keep it and peek at `[0][0]` itself."""
+        return self._heap
+
+    @property
     def fifo_departure(self) -> float:
         """Departure time of the latest in-order packet: a packet submitted now leaves no earlier
         (after a delay spike, packets behind it wait in the queue; a simulation's truth needs this)."""
@@ -154,7 +160,7 @@ class DirectionEmulator(ImpairmentControl):
         kept = [item for item in self._heap if now is not None and item[0] <= now]
         self.stats.dropped_down += len(self._heap) - len(kept)
         heapq.heapify(kept)
-        self._heap = kept
+        self._heap[:] = kept  # in place: `departures` is the same list for the emulator's life
         self._tx_done.clear()
         self._link_free_at = float("-inf")
 
