@@ -67,11 +67,12 @@ def sweep(seeds: list[int], settings: SimSettings, jobs: int, console: Console) 
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("sweep", total=len(seeds), rate="", failed=0)
+        failed = 0
         for result in _results(seeds, settings, jobs):
             results.append(result)
+            failed += not result.ok
             elapsed = time.perf_counter() - start
-            progress.update(task, advance=1, failed=sum(not r.ok for r in results),
-                            rate=f"{len(results) / elapsed:.0f} scen/s")
+            progress.update(task, advance=1, failed=failed, rate=f"{len(results) / elapsed:.0f} scen/s")
     return results, time.perf_counter() - start
 
 

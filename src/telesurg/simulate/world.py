@@ -261,7 +261,7 @@ class SimWorld:
                 self.client is not None and self.client.session_id == checker.current_sid:
             core = self.hub.core_of(checker.current_sid)
             if core is not None and core.established:
-                states = {name: s.state.value for name, s in core.path_stats().items()}
+                states = {name: state.value for name, state in core.path_states().items()}
                 checker.check_paths(states, self.established_at, now)
         if self._ticks % self._telemetry_every == 0:
             arm = ArmTelemetry(ARM_ID.value, int(OperatingState.ENABLED), int(sup.state(ARM)),
