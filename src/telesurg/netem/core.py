@@ -187,7 +187,14 @@ class DirectionEmulator(ImpairmentControl):
 
     def pop_due(self, now: float) -> list[bytes]:
         """Packets whose departure time is <= now, in departure order."""
-        return [data for _, data in self.pop_due_timed(now)]
+        out: list[bytes] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            out.append(heapq.heappop(heap)[2])
+        if out:
+            self.stats.delivered += len(out)
+            self.stats.bytes_delivered += sum(map(len, out))
+        return out
 
     def pop_due_timed(self, now: float) -> list[tuple[float, bytes]]:
         """(departure time, packet) for packets due by `now`: a real-clock driver measures its lateness."""

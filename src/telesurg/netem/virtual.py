@@ -103,6 +103,7 @@ class VirtualNetwork:
         player = self._player
         player_next = _NEVER if player is None else _or_never(player.next_time())
         sources, timed, tickers = self._sources, self._timed, self._tickers
+        timer_getters = [get_timer for get_timer, _ in timed]
         heappop, heappush = heapq.heappop, heapq.heappush
         now = self.now
         while True:
@@ -110,7 +111,7 @@ class VirtualNetwork:
             for departures, _, _, _ in sources:
                 if departures and departures[0][0] < best:
                     best = departures[0][0]
-            timers = [get_timer() for get_timer, _ in timed]
+            timers = [get_timer() for get_timer in timer_getters]
             for due in timers:
                 if due is not None and due < best:
                     best = due

@@ -156,7 +156,7 @@ class OwnershipDesk:
         """Grant pending requests whose arm's owner released it, is gone or fell silent; move arms
         handed back (by the local console) to a session that was replaced meanwhile."""
         owner_of = self.supervisor.owner  # runs every servo period: plain loops, nothing looked up twice
-        owners = tuple([owner_of(arm) for arm in self._claims])
+        owners = tuple(map(owner_of, self._claims))
         if owners != self._published_owners:  # e.g. the local console took an arm over
             self._published_owners = owners
             self.changed = True
