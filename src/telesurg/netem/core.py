@@ -171,7 +171,7 @@ class DirectionEmulator(ImpairmentControl):
             self.stats.dropped_down += 1
             return
         imp = self.impairment
-        if self._lost(imp):
+        if (imp.loss or imp.ge_p > 0) and self._lost(imp):  # no loss configured: no draw, as in _lost
             self.stats.dropped_loss += 1
             return
         copies = 1

@@ -57,6 +57,7 @@ IDENTITY_Q = (1.0, 0.0, 0.0, 0.0)
 SIM_PROFILE = parse_profile({"name": "sim-shanghai-casablanca", "path": [
     {"name": "a", "both": {"delay_ms": 52.5, "jitter_ms": 0.5}},
     {"name": "b", "both": {"delay_ms": 82.5, "jitter_ms": 3.0}}]})
+_LATCHED = SupervisorState.LATCHED
 SupervisorFactory = Callable[[SupervisorConfig, list[str]], SafetySupervisor]
 
 
@@ -236,7 +237,7 @@ class SimWorld:
         sup, checker = self.sup, self.checker
         site = self._site
         if (site and site[0].at <= now) or self._hand_back_at is not None or self._rejoin_at is not None \
-                or sup.state(ARM) is SupervisorState.LATCHED:  # otherwise _site_events has nothing to do
+                or sup.state(ARM) is _LATCHED:  # otherwise _site_events has nothing to do
             self._site_events(now)
         while (event := self.hub.next_event()) is not None:
             if isinstance(event, HandshakeComplete):
@@ -292,7 +293,7 @@ class SimWorld:
 
     def memory_figures(self) -> dict[str, int]:
         """Sizes of everything that could grow without bound over a long run."""
-        in_flight = sum(len(e._heap) for p in self.net.paths.values() for e in p.directions)
+        in_flight = sum(len(e.departures) for p in self.net.paths.values() for e in p.directions)
         core = self.hub.core_of(self.checker.current_sid) if self.checker.current_sid is not None else None
         return {"hub_cores": len(self.hub), "in_flight": in_flight,
                 "transitions": len(self.sup.transitions), "holds": len(self.sup.holds),
