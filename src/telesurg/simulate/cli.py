@@ -65,7 +65,8 @@ def sweep(seeds: list[int], settings: SimSettings, jobs: int, console: Console) 
     start = time.perf_counter()
     columns = (TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    # redrawn twice a second, not ten times: this process shares the cores with the workers
+    with Progress(*columns, console=console, transient=False, refresh_per_second=2) as progress:
         task = progress.add_task("sweep", total=len(seeds), rate="", failed=0)
         failed = 0
         for result in _results(seeds, settings, jobs):
