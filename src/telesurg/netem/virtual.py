@@ -56,8 +56,9 @@ class VirtualNetwork:
         # The same, as bound methods: the loop below runs once per event (~1,500 times per simulated
         # second in `telesurg simulate`), where attribute look-ups were a sixth of the cost.
         self._sources = [(e.departures, e.pop_due, receiver.receive_datagram, name) for e, receiver, name in self._links]
-        self._timed = [(get, getattr(endpoint, "handle_timer", None)) for endpoint in (a, b)
-                       if (get := getattr(endpoint, "get_timer", None)) is not None]
+        # (get_timer, handle_timer) of a and of b; an endpoint without timers never has one due
+        self._timed = [(getattr(endpoint, "get_timer", _no_timer), getattr(endpoint, "handle_timer", None))
+                       for endpoint in (a, b)]
         self._senders = [(a.datagrams_to_send, {n: p.forward.submit for n, p in self.paths.items()}),
                          (b.datagrams_to_send, {n: p.reverse.submit for n, p in self.paths.items()})]
 
@@ -98,23 +99,27 @@ class VirtualNetwork:
         `telesurg simulate` (a 1 kHz servo ticker), where calls and look-ups were a third of the cost.
         """
         steps_here = 0
-        flush = self._flush
-        flush(self.now)
+        self._flush(self.now)
         player = self._player
         player_next = _NEVER if player is None else _or_never(player.next_time())
-        sources, timed, tickers = self._sources, self._timed, self._tickers
-        timer_getters = [get_timer for get_timer, _ in timed]
+        sources, tickers = self._sources, self._tickers
+        heaps = [departures for departures, _, _, _ in sources]
+        (get_a, handle_a), (get_b, handle_b) = self._timed
+        (send_a, submit_a), (send_b, submit_b) = self._senders
+        unknown = self._unknown_path
         heappop, heappush = heapq.heappop, heapq.heappush
         now = self.now
         while True:
-            best = player_next
-            for departures, _, _, _ in sources:
-                if departures and departures[0][0] < best:
-                    best = departures[0][0]
-            timers = [get_timer() for get_timer in timer_getters]
-            for due in timers:
-                if due is not None and due < best:
-                    best = due
+            packet_next = _NEVER
+            for departures in heaps:
+                if departures and departures[0][0] < packet_next:
+                    packet_next = departures[0][0]
+            timer_a, timer_b = get_a(), get_b()
+            best = packet_next if packet_next < player_next else player_next
+            if timer_a is not None and timer_a < best:
+                best = timer_a
+            if timer_b is not None and timer_b < best:
+                best = timer_b
             if tickers and tickers[0][0] < best:
                 best = tickers[0][0]
             if best > t or best == _NEVER:
@@ -126,26 +131,32 @@ class VirtualNetwork:
             else:
                 steps_here = 0
                 now = self.now = best
-            if player_next <= now:
+            if player_next <= now:  # scenario actions only cut or change paths: nothing becomes due
                 for action in player.due(now):  # type: ignore[union-attr]
                     apply_action(self.paths, action, now)
                 player_next = _or_never(player.next_time())  # type: ignore[union-attr]
-            touched = False  # the timers read above still hold until something reaches an endpoint
-            for departures, pop_due, deliver, name in sources:
-                if departures and departures[0][0] <= now:
-                    touched = True
-                    for data in pop_due(now):
-                        deliver(data, name, now)
-            for i, (get_timer, handle_timer) in enumerate(timed):
-                timer = get_timer() if touched else timers[i]
-                if timer is not None and timer <= now:
-                    touched = True
-                    handle_timer(now)  # type: ignore[misc]
+            touched = packet_next <= now  # the timers read above hold until something reaches an endpoint
+            if touched:
+                for departures, pop_due, deliver, name in sources:
+                    if departures and departures[0][0] <= now:
+                        for data in pop_due(now):
+                            deliver(data, name, now)
+                timer_a = get_a()
+            if timer_a is not None and timer_a <= now:
+                touched = True
+                handle_a(now)  # type: ignore[misc]
+            if touched:
+                timer_b = get_b()
+            if timer_b is not None and timer_b <= now:
+                handle_b(now)  # type: ignore[misc]
             while tickers and tickers[0][0] <= now:
                 _, seq, start, period, ticks, fn = heappop(tickers)
                 fn(now)
                 heappush(tickers, (start + (ticks + 1) * period, seq, start, period, ticks + 1, fn))
-            flush(now)
+            for path_name, data in send_a(now):  # = self._flush(now), written out
+                (submit_a.get(path_name) or unknown(path_name))(data, now)
+            for path_name, data in send_b(now):
+                (submit_b.get(path_name) or unknown(path_name))(data, now)
             if on_step is not None:
                 on_step(now)
         self.now = max(self.now, t)
@@ -153,11 +164,15 @@ class VirtualNetwork:
     def _flush(self, now: float) -> None:
         for datagrams_to_send, submit in self._senders:
             for path_name, data in datagrams_to_send(now):
-                send = submit.get(path_name)
-                if send is None:
-                    raise KeyError(f"endpoint sent on unknown path {path_name!r}; profile paths: {list(self.paths)}")
-                send(data, now)
+                (submit.get(path_name) or self._unknown_path(path_name))(data, now)
+
+    def _unknown_path(self, name: str) -> Callable[[bytes, float], None]:
+        raise KeyError(f"endpoint sent on unknown path {name!r}; profile paths: {list(self.paths)}")
 
 
 def _or_never(t: float | None) -> float:
     return _NEVER if t is None else t
+
+
+def _no_timer() -> None:
+    return None
