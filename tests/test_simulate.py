@@ -21,10 +21,11 @@ SWEEP = 10_000
 FIRST_SEED = 1000
 # Seeds of the sweep that fail on a bug not fixed yet: each must still fail with the violation named
 # (so the entry is removed, and the sweep strict again, once it is fixed); any other failure fails.
-# 8219: like CLOCK_STEP_REGRESSIONS below, with a 33.5 ms step: a delay spike leaves a FIFO backlog,
-# the console clock steps forward, and a command sent just after the step reaches the robot with the
-# probes that would reveal the step, behind the backlog: 321.5 ms old, it passes the 300 ms freshness
-# check on the pre-step offset. Minimal timeline: KNOWN_FAILURES_TIMELINES[8219].
+# 8219: like CLOCK_STEP_REGRESSIONS below, in the other order: a 372 ms delay spike leaves a FIFO
+# backlog, then the console clock steps forward 33.5 ms. Every probe since the spike waits in that
+# backlog, so the robot's offset estimate keeps its pre-step minimum-RTT sample (34 ms off, no reset
+# by the end of the run), and a command sent just after the step arrives behind the backlog 321.5 ms
+# old but looks 288 ms old: applied past the 300 ms freshness bound. Minimal timeline below.
 KNOWN_FAILURES = {8219: "stale command applied"}
 
 
@@ -160,9 +161,8 @@ def test_the_same_spike_without_the_clock_step_is_safe(seed: int) -> None:
 
 
 # Found by the 10,000-scenario sweep (seed 8219 of `telesurg simulate --scenarios 10000`), shrunk to three
-# events; NOT fixed yet (see KNOWN_FAILURES above). A 33.5 ms forward step of the console clock is under
-# what the offset filter's reset detects in time: the command sent just after it waits behind the delay
-# spike's FIFO backlog together with the probe replies that would show the step.
+# events; NOT fixed yet (see KNOWN_FAILURES above for the mechanism). The fix belongs in the link's offset
+# estimate or the supervisor's freshness rule; this test then passes (strict xfail: it will say so).
 KNOWN_FAILURES_TIMELINES = {
     8219: FaultTimeline(network=(ScenarioEvent(at=0.8097, path="*", action="down", duration=0.063),
                                  ScenarioEvent(at=1.0199, path="*", action="set", delay_ms=371.9691,
