@@ -16,7 +16,17 @@ from telesurg.simulate.timeline import FaultTimeline, SiteEvent, read_timeline, 
 from telesurg.simulate.world import SimSettings
 
 SETTINGS = SimSettings()
-SWEEP = 600  # ~20 s with 2 workers on the 2-vCPU VM when it is quiet (~30 scenarios/s), ~40 s when shared
+# the figure: 10,000 scenarios, ~3 min with 2 workers on the 2-vCPU VM (~57-60 scenarios/s)
+SWEEP = 10_000
+FIRST_SEED = 1000
+# Seeds of the sweep that fail on a bug not fixed yet: each must still fail with the violation named
+# (so the entry is removed, and the sweep strict again, once it is fixed); any other failure fails.
+# 8219: like CLOCK_STEP_REGRESSIONS below, in the other order: a 372 ms delay spike leaves a FIFO
+# backlog, then the console clock steps forward 33.5 ms. Every probe since the spike waits in that
+# backlog, so the robot's offset estimate keeps its pre-step minimum-RTT sample (34 ms off, no reset
+# by the end of the run), and a command sent just after the step arrives behind the backlog 321.5 ms
+# old but looks 288 ms old: applied past the 300 ms freshness bound. Minimal timeline below.
+KNOWN_FAILURES = {8219: "stale command applied"}
 
 
 def _stale_applying(config: SupervisorConfig, arms: list[str]) -> SafetySupervisor:
@@ -49,16 +59,25 @@ SLOW_PATHS = FaultTimeline(network=tuple(
     ScenarioEvent(at=round(0.6 + 0.06 * i, 3), path="*", action="set", delay_ms=80.0 + 35 * i) for i in range(11)))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # ~3 min on the 2-vCPU VM; the suite's 300 s default is too close on a slower runner
 def test_sweep_of_random_fault_scenarios_keeps_every_invariant() -> None:
-    results = list(_results(list(range(1000, 1000 + SWEEP)), SETTINGS, jobs=2))
-    failed = [(r.seed, r.violations[:3]) for r in results if not r.ok]
+    results = list(_results(list(range(FIRST_SEED, FIRST_SEED + SWEEP)), SETTINGS, jobs=2))
+    assert len(results) == SWEEP
+    failed = [(r.seed, r.violations[:3]) for r in results if not r.ok and r.seed not in KNOWN_FAILURES]
     assert not failed, f"failing seeds (rerun: telesurg simulate --seed S --scenarios 1): {failed}"
-    # the sweep exercised what it claims: holds, latches, restarts, deliveries checked
+    for r in results:
+        if r.seed in KNOWN_FAILURES:
+            assert not r.ok and all(KNOWN_FAILURES[r.seed] in v for v in r.violations), \
+                f"seed {r.seed} changed (fixed? then drop it from KNOWN_FAILURES): {r.violations[:3]}"
+    # the sweep exercised what it claims, in proportion (10,000 seeds from 1000 on 2026-12-05: 0.8 holds,
+    # 0.08 latches, 0.3 restarts, 0.16 takeovers and ~128 commands due per scenario)
     assert sum(len(r.holds) for r in results) > SWEEP / 2
-    assert sum(r.latched for r in results) > 5
-    assert sum(r.restarts for r in results) > 20
-    assert sum(r.fault_kinds["takeover"] for r in results) > 20
+    assert sum(r.latched for r in results) > SWEEP / 50
+    assert sum(r.restarts for r in results) > SWEEP / 10
+    assert sum(r.fault_kinds["takeover"] for r in results) > SWEEP / 20
     assert sum(r.commands_expected for r in results) > 100 * SWEEP
+    assert sum(r.commands_lost for r in results) == 0
 
 
 def test_a_supervisor_that_applies_stale_commands_is_caught() -> None:
@@ -141,3 +160,25 @@ def test_clock_step_then_delay_spike_applies_no_stale_command(seed: int) -> None
 def test_the_same_spike_without_the_clock_step_is_safe(seed: int) -> None:
     timeline = CLOCK_STEP_REGRESSIONS[seed]
     assert run_scenario(seed, SETTINGS, FaultTimeline(network=timeline.network)).ok
+
+
+# Found by the 10,000-scenario sweep (seed 8219 of `telesurg simulate --scenarios 10000`), shrunk to three
+# events; NOT fixed yet (see KNOWN_FAILURES above for the mechanism). The fix belongs in the link's offset
+# estimate or the supervisor's freshness rule; this test then passes (strict xfail: it will say so).
+KNOWN_FAILURES_TIMELINES = {
+    8219: FaultTimeline(network=(ScenarioEvent(at=0.8097, path="*", action="down", duration=0.063),
+                                 ScenarioEvent(at=1.0199, path="*", action="set", delay_ms=371.9691,
+                                               duration=0.0222)),
+                        site=(SiteEvent(1.0861, "clock_step", 0.0335),)),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="seed 8219: a small clock step behind a FIFO backlog (not fixed yet)")
+def test_small_clock_step_behind_a_backlog_applies_no_stale_command() -> None:
+    result = run_scenario(8219, SETTINGS, KNOWN_FAILURES_TIMELINES[8219])
+    assert result.ok, result.violations[:3]
+
+
+def test_the_backlog_without_the_clock_step_is_safe() -> None:
+    timeline = KNOWN_FAILURES_TIMELINES[8219]
+    assert run_scenario(8219, SETTINGS, FaultTimeline(network=timeline.network)).ok

@@ -25,6 +25,7 @@ leaves a small, slowly fading 7–13 Hz ripple on the tool; disable or widen the
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,20 @@ def design_sos(config: TremorFilterConfig, rate_hz: float) -> np.ndarray:
     return sos
 
 
+Section = tuple[float, float, float, float, float]  # b0, b1, b2, a1, a2 (a0 = 1)
+
+
+@functools.lru_cache(maxsize=32)
+def _coefficients(config: TremorFilterConfig, rate_hz: float) -> tuple[tuple[Section, ...],
+                                                                       tuple[tuple[float, float], ...]]:
+    """Sections and unit steady state of the design, as plain floats; cached because the design
+    (scipy) costs ~4 ms and every console built (`telesurg simulate` builds thousands) needs it."""
+    sos = design_sos(config, rate_hz)
+    sections = tuple((float(r[0]), float(r[1]), float(r[2]), float(r[4]), float(r[5])) for r in sos)
+    zi = tuple((float(z0), float(z1)) for z0, z1 in signal.sosfilt_zi(sos))
+    return sections, zi
+
+
 class TremorFilter:
     """Filters a vector signal (e.g. xyz) one sample at a time; `reset` starts from a held value.
 
@@ -52,9 +67,7 @@ class TremorFilter:
 
     def __init__(self, config: TremorFilterConfig, rate_hz: float, width: int = 3) -> None:
         self._enabled = config.enabled
-        sos = design_sos(config, rate_hz) if config.enabled else np.zeros((0, 6))
-        self._sections = [tuple(float(c) for c in (row[0], row[1], row[2], row[4], row[5])) for row in sos]
-        self._zi_unit = signal.sosfilt_zi(sos) if config.enabled else np.zeros((0, 2))
+        self._sections, self._zi_unit = _coefficients(config, rate_hz) if config.enabled else ((), ())
         self._width = width
         # state, flat: section k, axis a -> z0 at [2 * (k * axes + a)], z1 right after it
         self._z: list[float] | None = None

@@ -108,6 +108,10 @@ class LinkCore(HandshakeMixin):
     def path_stats(self) -> dict[str, PathStats]:
         return {name: mon.stats() for name, mon in self._paths.items()}
 
+    def path_states(self) -> dict[str, PathState]:
+        """Just each path's state: `path_stats` without the figures (percentiles), for frequent polls."""
+        return {name: mon.state for name, mon in self._paths.items()}
+
     def clock_offset(self) -> float | None:
         """peer_clock - local_clock in seconds, from the probe exchange with the smallest RTT (NTP style).
         Cached: the app asks once per received message, samples arrive at the probe rate."""
@@ -210,7 +214,8 @@ class LinkCore(HandshakeMixin):
         self._end_session(reason, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[str, bytes]]:
-        return [(path, data) for path, data, _ in self.datagrams_to_send_addressed(now)]
+        out = self.datagrams_to_send_addressed(now)
+        return [(path, data) for path, data, _ in out] if out else []  # mostly empty: no copy then
 
     def datagrams_to_send_addressed(self, now: float) -> list[tuple[str, bytes, Addr | None]]:
         """Like datagrams_to_send, plus the peer address learnt for that path (None: use the configured one)."""

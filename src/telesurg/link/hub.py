@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections import Counter, deque
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -46,10 +47,13 @@ class LinkHub:
 
     is_client = False
 
-    def __init__(self, config: LinkConfig | LinkSettings, identity: Identity, *, seed: int | None = None) -> None:
+    def __init__(self, config: LinkConfig | LinkSettings, identity: Identity, *, seed: int | None = None,
+                 ctx: ssl.SSLContext | None = None) -> None:
         self.settings = config.to_settings() if isinstance(config, LinkConfig) else config
         self.identity = identity
-        self._ctx = make_context(identity, self.settings.peer_certs_pem, is_client=False)  # shared by the cores
+        # shared by the cores; `ctx`: one already made for this identity and peers (a simulation
+        # building thousands of hubs), as LinkCore takes it
+        self._ctx = ctx or make_context(identity, self.settings.peer_certs_pem, is_client=False)
         self._gate = HandshakeGate(self.settings)
         self._path_names: tuple[str, ...] = tuple(self.settings.path_names)
         self._seeds = random.Random(seed) if seed is not None else None
@@ -211,7 +215,8 @@ class LinkHub:
             self.close_session(sid, now, reason)
 
     def datagrams_to_send(self, now: float) -> list[tuple[str, bytes]]:
-        return [(path, data) for path, data, _ in self.datagrams_to_send_addressed(now)]
+        out = self.datagrams_to_send_addressed(now)
+        return [(path, data) for path, data, _ in out] if out else []  # mostly empty: no copy then
 
     def datagrams_to_send_addressed(self, now: float) -> list[tuple[str, bytes, Addr | None]]:
         out = self._out

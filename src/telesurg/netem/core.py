@@ -143,6 +143,12 @@ class DirectionEmulator(ImpairmentControl):
         return self._down
 
     @property
+    def departures(self) -> list[tuple[float, int, bytes]]:
+        """The packets in flight as a heap of (departure, sequence, data), for reading only: one list
+        for the emulator's whole life, so an event loop may keep it and peek at `[0][0]` itself."""
+        return self._heap
+
+    @property
     def fifo_departure(self) -> float:
         """Departure time of the latest in-order packet: a packet submitted now leaves no earlier
         (after a delay spike, packets behind it wait in the queue; a simulation's truth needs this)."""
@@ -154,7 +160,7 @@ class DirectionEmulator(ImpairmentControl):
         kept = [item for item in self._heap if now is not None and item[0] <= now]
         self.stats.dropped_down += len(self._heap) - len(kept)
         heapq.heapify(kept)
-        self._heap = kept
+        self._heap[:] = kept  # in place: `departures` is the same list for the emulator's life
         self._tx_done.clear()
         self._link_free_at = float("-inf")
 
@@ -165,7 +171,7 @@ class DirectionEmulator(ImpairmentControl):
             self.stats.dropped_down += 1
             return
         imp = self.impairment
-        if self._lost(imp):
+        if (imp.loss or imp.ge_p > 0) and self._lost(imp):  # no loss configured: no draw, as in _lost
             self.stats.dropped_loss += 1
             return
         copies = 1
@@ -181,7 +187,14 @@ class DirectionEmulator(ImpairmentControl):
 
     def pop_due(self, now: float) -> list[bytes]:
         """Packets whose departure time is <= now, in departure order."""
-        return [data for _, data in self.pop_due_timed(now)]
+        out: list[bytes] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            out.append(heapq.heappop(heap)[2])
+        if out:
+            self.stats.delivered += len(out)
+            self.stats.bytes_delivered += sum(map(len, out))
+        return out
 
     def pop_due_timed(self, now: float) -> list[tuple[float, bytes]]:
         """(departure time, packet) for packets due by `now`: a real-clock driver measures its lateness."""

@@ -155,16 +155,19 @@ class OwnershipDesk:
     def tick(self, now: float) -> None:
         """Grant pending requests whose arm's owner released it, is gone or fell silent; move arms
         handed back (by the local console) to a session that was replaced meanwhile."""
-        owners = tuple(self.supervisor.owner(arm) for arm in self._claims)
+        owner_of = self.supervisor.owner  # runs every servo period: plain loops, nothing looked up twice
+        owners = tuple(map(owner_of, self._claims))
         if owners != self._published_owners:  # e.g. the local console took an arm over
             self._published_owners = owners
             self.changed = True
-        for arm in self._claims:
-            owner = self.supervisor.owner(arm)
-            party = self.parties.get(identity_of(owner) or "")
-            if owner not in (None, LOCAL_SENDER) and party is not None and party.key not in (None, owner):
-                self._give(arm, party.key, now, "session_replaced")
-            self._settle(arm, now)
+        for arm, claim in self._claims.items():
+            owner = owner_of(arm)
+            if owner is not None and owner != LOCAL_SENDER:
+                party = self.parties.get(identity_of(owner) or "")
+                if party is not None and party.key not in (None, owner):
+                    self._give(arm, party.key, now, "session_replaced")
+            if claim.pending:
+                self._settle(arm, now)
 
     def _settle(self, arm: str, now: float) -> None:
         claim = self._claims[arm]

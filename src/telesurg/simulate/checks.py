@@ -115,6 +115,11 @@ class InvariantChecker:
         self.reengaged: dict[str, bool] = {}
         self.prev_state: dict[str, SupervisorState] = {}
         self.local_control = False  # the patient-side console has taken the arm over (invariant 6)
+        # after_tick's bounds, worked out once: it runs every servo period
+        slack = config.servo_period_s + 1e-6
+        self._step_bound = config.step_limit_m(config.servo_period_s) * (1 + 1e-6) + _EPS
+        self._watchdog_bound = config.watchdog_s + slack
+        self._fault_bound = config.fault_s + slack
 
     def violation(self, now: float, text: str) -> None:
         self.stats.violation_count += 1
@@ -170,21 +175,20 @@ class InvariantChecker:
         cfg = self.cfg
         if after != before:
             step = _dist(before, after)
-            if step > cfg.step_limit_m(cfg.servo_period_s) * (1 + 1e-6) + _EPS:
+            if step > self._step_bound:
                 self.violation(now, f"{arm}: servo step {1e3 * step:.3f} mm over the cap")
             if not cfg.workspace_for(arm).contains(after):
                 self.violation(now, f"{arm}: setpoint outside the workspace {after}")
-        slack = cfg.servo_period_s + 1e-6
         last = self.last_applied_t.get(arm)
         if state is _FOLLOWING:
-            if last is None or now - last > cfg.watchdog_s + slack:
+            if last is None or now - last > self._watchdog_bound:
                 self.violation(now, f"{arm}: still FOLLOWING {1000 * (now - (last or 0.0)):.1f} ms after the "
                                     f"last valid command (watchdog {1000 * cfg.watchdog_s:.0f} ms)")
             if self.prev_state.get(arm) is not _FOLLOWING and not self.reengaged.get(arm):
                 self.violation(now, f"{arm}: FOLLOWING without an applied re-engage")
         elif state is _HOLD:
             heard = max(self.last_owner_cmd_t.get(arm, -math.inf), last if last is not None else -math.inf)
-            if math.isfinite(heard) and now - heard > cfg.fault_s + slack:
+            if math.isfinite(heard) and now - heard > self._fault_bound:
                 self.violation(now, f"{arm}: not latched {1000 * (now - heard):.0f} ms after the owner's last "
                                     f"command (fault time {1000 * cfg.fault_s:.0f} ms)")
         if state is not _FOLLOWING:

@@ -65,13 +65,15 @@ def sweep(seeds: list[int], settings: SimSettings, jobs: int, console: Console) 
     start = time.perf_counter()
     columns = (TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    # redrawn twice a second, not ten times: this process shares the cores with the workers
+    with Progress(*columns, console=console, transient=False, refresh_per_second=2) as progress:
         task = progress.add_task("sweep", total=len(seeds), rate="", failed=0)
+        failed = 0
         for result in _results(seeds, settings, jobs):
             results.append(result)
+            failed += not result.ok
             elapsed = time.perf_counter() - start
-            progress.update(task, advance=1, failed=sum(not r.ok for r in results),
-                            rate=f"{len(results) / elapsed:.0f} scen/s")
+            progress.update(task, advance=1, failed=failed, rate=f"{len(results) / elapsed:.0f} scen/s")
     return results, time.perf_counter() - start
 
 

@@ -32,27 +32,44 @@ class ClockedEndpoint:
     """A `VirtualNetwork` endpoint whose inner core sees `clock.local(now)` instead of `now`.
 
     `inner` may be swapped (a console that restarts) and set to None (a crashed console: nothing is
-    sent, datagrams arriving meanwhile are lost)."""
+    sent, datagrams arriving meanwhile are lost). The network asks for its timer and its datagrams at
+    every step, so the clock arithmetic is written out here (the same expressions as `SiteClock`)."""
 
     def __init__(self, inner: Any, clock: SiteClock) -> None:
-        self.inner = inner
         self.clock = clock
+        self.inner = inner
+
+    @property
+    def inner(self) -> Any:
+        return self._inner
+
+    @inner.setter
+    def inner(self, core: Any) -> None:
+        self._inner = core
+        self._get_timer = None if core is None else core.get_timer
+        self._datagrams = None if core is None else core.datagrams_to_send
 
     def datagrams_to_send(self, now: float) -> list[tuple[str, bytes]]:
-        return [] if self.inner is None else self.inner.datagrams_to_send(self.clock.local(now))
+        if self._datagrams is None:
+            return []
+        clock = self.clock
+        return self._datagrams(now * clock.rate + clock.offset)
 
     def receive_datagram(self, data: bytes, path: str, now: float) -> bool:
-        return False if self.inner is None else self.inner.receive_datagram(data, path, self.clock.local(now))
+        return False if self._inner is None else self._inner.receive_datagram(data, path, self.clock.local(now))
 
     def get_timer(self) -> float | None:
-        t = None if self.inner is None else self.inner.get_timer()
-        return None if t is None else self.clock.sim(t)
+        t = None if self._get_timer is None else self._get_timer()
+        if t is None:
+            return None
+        clock = self.clock
+        return (t - clock.offset) / clock.rate
 
     def handle_timer(self, now: float) -> None:
-        if self.inner is None:
+        if self._inner is None:
             return
         local = self.clock.local(now)
-        t = self.inner.get_timer()
+        t = self._inner.get_timer()
         if t is not None and local < t <= local + 1e-6:
             local = t  # the sim <-> local round trip lost a few ulps: fire the timer the network woke us for
-        self.inner.handle_timer(local)
+        self._inner.handle_timer(local)

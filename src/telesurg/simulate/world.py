@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -56,6 +57,7 @@ IDENTITY_Q = (1.0, 0.0, 0.0, 0.0)
 SIM_PROFILE = parse_profile({"name": "sim-shanghai-casablanca", "path": [
     {"name": "a", "both": {"delay_ms": 52.5, "jitter_ms": 0.5}},
     {"name": "b", "both": {"delay_ms": 82.5, "jitter_ms": 3.0}}]})
+_LATCHED = SupervisorState.LATCHED
 SupervisorFactory = Callable[[SupervisorConfig, list[str]], SafetySupervisor]
 
 
@@ -83,14 +85,29 @@ class CircleTask:
         pos = (HOME[0] + 0.005 * math.sin(w), HOME[1] + 0.005 * (1 - math.cos(w)), HOME[2])
         return {ARM_ID: _Target(pos, IDENTITY_Q, 0.3 + 0.2 * math.sin(0.5 * w))}
 
+    def sample_floats(self, t: float) -> dict[ArmId, _Target]:
+        """The same, for `ScriptedTaskInput`'s float path (it skips converting what is already floats)."""
+        return self.sample(t)
+
+
+class _Sites(NamedTuple):
+    console: Identity
+    robot: Identity
+    client: LinkSettings
+    hub: LinkSettings
+    client_ctx: ssl.SSLContext
+    hub_ctx: ssl.SSLContext
+
 
 @functools.lru_cache(maxsize=1)
-def _identities() -> tuple[Identity, Identity, LinkSettings, LinkSettings, object]:
-    """Site identities and the console's TLS context, made once per process (key generation is slow)."""
+def _identities() -> _Sites:
+    """Site identities and both TLS contexts, made once per process (key generation is slow, and a
+    context costs as much as a scenario's handshake; each session still does its full handshake)."""
     console, robot = make_identity("console"), make_identity("robot")
     client = LinkSettings(path_names=["a", "b"], peer_certs_pem=[robot.cert_pem])
     hub = LinkSettings(path_names=["a", "b"], peer_certs_pem=[console.cert_pem])
-    return console, robot, client, hub, make_context(console, client.peer_certs_pem, is_client=True)
+    return _Sites(console, robot, client, hub, make_context(console, client.peer_certs_pem, is_client=True),
+                  make_context(robot, hub.peer_certs_pem, is_client=False))
 
 
 class SimWorld:
@@ -101,8 +118,10 @@ class SimWorld:
         self.timeline = timeline
         self.settings = settings = settings or SimSettings()
         self.config = config or SupervisorConfig()
-        self.console_id, robot_id, self.client_settings, hub_settings, self._ctx = _identities()
-        self.hub = LinkHub(hub_settings, robot_id, seed=seed)
+        sites = _identities()
+        self.console_id, self.client_settings, self._ctx = sites.console, sites.client, sites.client_ctx
+        hub_settings = sites.hub
+        self.hub = LinkHub(hub_settings, sites.robot, seed=seed, ctx=sites.hub_ctx)
         self.clock = SiteClock(timeline.console_offset_s, timeline.console_drift_ppm)
         self.console_end = ClockedEndpoint(None, self.clock)
         profile: Profile = SIM_PROFILE
@@ -129,6 +148,8 @@ class SimWorld:
         self._hand_back_at: float | None = None
         self._latched_at: float | None = None
         self._ticks = 0
+        self._telemetry_every = round(settings.telemetry_period_s / self.config.servo_period_s)
+        self._restart_times = [e.at for e in self._site if e.kind == "console_restart"]
         self.sup.enable(None, 0.0)
         self._start_console(0.0)
         self.net.add_ticker(1.0 / settings.command_hz, self._console_tick)
@@ -165,7 +186,7 @@ class SimWorld:
 
     def _deliverable_until(self, now: float) -> float | None:
         """When this command must have arrived, if some path surely delivers it; None otherwise."""
-        if any(e.kind == "console_restart" and now - 1.0 <= e.at <= now + 1.0 for e in self._site):
+        if any(now - 1.0 <= at <= now + 1.0 for at in self._restart_times):
             return None  # its session may be replaced before it lands
         best = None
         for name, path in self.net.paths.items():
@@ -186,7 +207,11 @@ class SimWorld:
                     self.local.takeover(now, ARM)
                     self.checker.local_control = True
                 self._hand_back_at = now + event.value
-            elif self.client is not None:  # the console process dies: no goodbye, state lost
+            else:
+                self._restart_times.remove(event.at)  # pending restarts only, as _deliverable_until needs
+                if self.client is None:
+                    continue
+                # the console process dies: no goodbye, state lost
                 self.restarts += 1
                 self.client = self.console = None
                 self.console_end.inner = None
@@ -209,8 +234,11 @@ class SimWorld:
 
     # -- robot site --------------------------------------------------------------------------------
     def _servo_tick(self, now: float) -> None:
-        self._site_events(now)
         sup, checker = self.sup, self.checker
+        site = self._site
+        if (site and site[0].at <= now) or self._hand_back_at is not None or self._rejoin_at is not None \
+                or sup.state(ARM) is _LATCHED:  # otherwise _site_events has nothing to do
+            self._site_events(now)
         while (event := self.hub.next_event()) is not None:
             if isinstance(event, HandshakeComplete):
                 self.keys[event.sid] = self.desk.join(event.peer_name, event.sid, now)
@@ -220,27 +248,23 @@ class SimWorld:
                 self.desk.leave(self.keys[event.sid], now)
             elif isinstance(event, MessageReceived) and event.msg_class is MessageClass.CONTROL:
                 self._on_control(event, now)
-        state_before_tick = sup.state(ARM)
         before = self.position
-        setpoints = sup.tick(now, self.measured, self.jaw, self.ops)
-        sp = setpoints.get(ARM)
+        sp = sup.tick(now, self.measured, self.jaw, self.ops).get(ARM)
         if sp is not None:
             self.measured[ARM] = sp.pose
             self.jaw[ARM] = sp.jaw
-            self.position = (float(sp.pose.position[0]), float(sp.pose.position[1]), float(sp.pose.position[2]))
-        if state_before_tick is not sup.state(ARM) or sp is not None:
-            checker.after_tick(ARM, sup.state(ARM), before, self.position, now)
-        else:
-            checker.after_tick(ARM, sup.state(ARM), before, before, now)
+            x, y, z = sp.pose.position.tolist()
+            self.position = (x, y, z)
+        checker.after_tick(ARM, sup.state(ARM), before, self.position, now)
         self.desk.tick(now)
         self._ticks += 1
-        alive = self.client is not None and self.client.session_id == checker.current_sid
-        if self._ticks % self.settings.check_paths_every == 0 and alive and checker.current_sid is not None:
+        if self._ticks % self.settings.check_paths_every == 0 and checker.current_sid is not None and \
+                self.client is not None and self.client.session_id == checker.current_sid:
             core = self.hub.core_of(checker.current_sid)
             if core is not None and core.established:
-                states = {name: s.state.value for name, s in core.path_stats().items()}
+                states = {name: state.value for name, state in core.path_states().items()}
                 checker.check_paths(states, self.established_at, now)
-        if self._ticks % round(self.settings.telemetry_period_s / self.config.servo_period_s) == 0:
+        if self._ticks % self._telemetry_every == 0:
             arm = ArmTelemetry(ARM_ID.value, int(OperatingState.ENABLED), int(sup.state(ARM)),
                                sup.last_applied_seq(ARM), self.position,
                                tuple(float(v) for v in self.measured[ARM].orientation), self.jaw[ARM], 0)
@@ -269,7 +293,7 @@ class SimWorld:
 
     def memory_figures(self) -> dict[str, int]:
         """Sizes of everything that could grow without bound over a long run."""
-        in_flight = sum(len(e._heap) for p in self.net.paths.values() for e in p.directions)
+        in_flight = sum(len(e.departures) for p in self.net.paths.values() for e in p.directions)
         core = self.hub.core_of(self.checker.current_sid) if self.checker.current_sid is not None else None
         return {"hub_cores": len(self.hub), "in_flight": in_flight,
                 "transitions": len(self.sup.transitions), "holds": len(self.sup.holds),
