@@ -19,14 +19,6 @@ SETTINGS = SimSettings()
 # the issue's figure: 10,000 scenarios, ~3 min with 2 workers on the 2-vCPU VM (~57-60 scenarios/s)
 SWEEP = 10_000
 FIRST_SEED = 1000
-# Seeds of the sweep that fail on a bug not fixed yet: each must still fail with the violation named
-# (so the entry is removed, and the sweep strict again, once it is fixed); any other failure fails.
-# 8219: like CLOCK_STEP_REGRESSIONS below, in the other order: a 372 ms delay spike leaves a FIFO
-# backlog, then the console clock steps forward 33.5 ms. Every probe since the spike waits in that
-# backlog, so the robot's offset estimate keeps its pre-step minimum-RTT sample (34 ms off, no reset
-# by the end of the run), and a command sent just after the step arrives behind the backlog 321.5 ms
-# old but looks 288 ms old: applied past the 300 ms freshness bound. Minimal timeline below.
-KNOWN_FAILURES = {8219: "stale command applied"}
 
 
 def _stale_applying(config: SupervisorConfig, arms: list[str]) -> SafetySupervisor:
@@ -64,12 +56,8 @@ SLOW_PATHS = FaultTimeline(network=tuple(
 def test_sweep_of_random_fault_scenarios_keeps_every_invariant() -> None:
     results = list(_results(list(range(FIRST_SEED, FIRST_SEED + SWEEP)), SETTINGS, jobs=2))
     assert len(results) == SWEEP
-    failed = [(r.seed, r.violations[:3]) for r in results if not r.ok and r.seed not in KNOWN_FAILURES]
+    failed = [(r.seed, r.violations[:3]) for r in results if not r.ok]
     assert not failed, f"failing seeds (rerun: telesurg simulate --seed S --scenarios 1): {failed}"
-    for r in results:
-        if r.seed in KNOWN_FAILURES:
-            assert not r.ok and all(KNOWN_FAILURES[r.seed] in v for v in r.violations), \
-                f"seed {r.seed} changed (fixed? then drop it from KNOWN_FAILURES): {r.violations[:3]}"
     # the sweep exercised what it claims, in proportion (10,000 seeds from 1000 on 2026-12-05: 0.8 holds,
     # 0.08 latches, 0.3 restarts, 0.16 takeovers and ~128 commands due per scenario)
     assert sum(len(r.holds) for r in results) > SWEEP / 2
@@ -163,9 +151,12 @@ def test_the_same_spike_without_the_clock_step_is_safe(seed: int) -> None:
 
 
 # Found by the 10,000-scenario sweep (seed 8219 of `telesurg simulate --scenarios 10000`), shrunk to three
-# events; NOT fixed yet (see KNOWN_FAILURES above for the mechanism). The fix belongs in the link's offset
-# estimate or the supervisor's freshness rule; this test then passes (strict xfail: it will say so).
-KNOWN_FAILURES_TIMELINES = {
+# events: a 372 ms delay spike leaves a FIFO backlog on both paths, then the console clock steps forward
+# 33.5 ms. Every probe since the spike waited in that backlog, so no sample could show the step, the
+# robot's offset estimate kept its pre-step minimum-RTT sample, and a command sent just after the step
+# arrived behind the backlog 321.5 ms old but judged 288 ms old: applied past the 300 ms bound. Fixed by
+# judging age with `LinkCore.freshness_offset` (the estimate moved by the step the newest probes could hide).
+BACKLOG_THEN_STEP = {
     8219: FaultTimeline(network=(ScenarioEvent(at=0.8097, path="*", action="down", duration=0.063),
                                  ScenarioEvent(at=1.0199, path="*", action="set", delay_ms=371.9691,
                                                duration=0.0222)),
@@ -173,12 +164,24 @@ KNOWN_FAILURES_TIMELINES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="seed 8219: a small clock step behind a FIFO backlog (not fixed yet)")
 def test_small_clock_step_behind_a_backlog_applies_no_stale_command() -> None:
-    result = run_scenario(8219, SETTINGS, KNOWN_FAILURES_TIMELINES[8219])
+    result = run_scenario(8219, SETTINGS, BACKLOG_THEN_STEP[8219])
     assert result.ok, result.violations[:3]
 
 
+def test_a_supervisor_judging_with_the_plain_estimate_applies_the_stale_command() -> None:
+    """The regression above can fail: judged with `clock_offset()` (the estimate alone), it does."""
+    from telesurg.link.core import LinkCore
+
+    original = LinkCore.freshness_offset
+    LinkCore.freshness_offset = LinkCore.clock_offset  # type: ignore[method-assign]
+    try:
+        result = run_scenario(8219, SETTINGS, BACKLOG_THEN_STEP[8219])
+    finally:
+        LinkCore.freshness_offset = original  # type: ignore[method-assign]
+    assert any("stale command applied" in v for v in result.violations), result.violations[:3]
+
+
 def test_the_backlog_without_the_clock_step_is_safe() -> None:
-    timeline = KNOWN_FAILURES_TIMELINES[8219]
+    timeline = BACKLOG_THEN_STEP[8219]
     assert run_scenario(8219, SETTINGS, FaultTimeline(network=timeline.network)).ok

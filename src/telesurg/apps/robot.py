@@ -151,7 +151,7 @@ class RobotSite:
         else:
             self.malformed["unexpected_type"] += 1
             return
-        offset = view.link.clock_offset()
+        offset = view.link.freshness_offset()  # the supervisor judges age on the safe side of the estimate
         received_at = self.endpoint.arrived_at  # when the kernel had it: socket queueing and decryption count
         if len(self._received_at) > RECEIVED_KEPT:  # commands never judged (session ended): forget them
             self._received_at.clear()
@@ -222,10 +222,12 @@ class RobotSite:
         if self.tap.active:
             self.tap.publish(Topic.COMMAND_DECISION, now, CommandJudged(cmd, sender, link_seq, offset,
                                                                         decision.outcome.value, decision.reason))
-        if decision.accepted and offset is not None:
-            latency = 1000.0 * (now - (cmd.t_sent - offset))
+        view = self.room.by_key.get(sender)
+        # the reported one-way delay uses the best estimate, not the safe-side offset the supervisor used
+        estimate = offset if view is None else view.link.clock_offset()
+        if decision.accepted and estimate is not None:
+            latency = 1000.0 * (now - (cmd.t_sent - estimate))
             self.latency_ms.add(latency)
-            view = self.room.by_key.get(sender)
             if view is not None:
                 view.applied += 1
                 view.latency_ms.add(latency)

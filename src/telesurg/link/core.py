@@ -68,10 +68,11 @@ class LinkCore(HandshakeMixin):
         self._seq = [0, 0, 0, 0]
         self._dedup = [ReplayWindow() for _ in MessageClass]
         # (rtt, offset) probe samples per path; min-RTT filter (NTP style), reset when the clocks step
-        self._offsets: dict[str, deque[tuple[float, float]]] = {
+        self._offsets: dict[str, deque[tuple[float, float, float]]] = {  # (rtt, offset, when)
             name: deque(maxlen=_OFFSET_SAMPLES) for name in self._path_names}
         self._step_suspect: dict[str, int] = {}  # per path: the side of the last sample that looked like a step
         self._offset: float | None = None  # min-RTT sample's offset, updated per probe reply (read per message)
+        self._fresh_offset: float | None = None  # the same, moved by what a clock step could hide (see below)
         # get_timer() is asked after every datagram; it is recomputed only when something that feeds it
         # may have changed (see _receive_sealed for the one change the message fast path allows).
         self._timer_dirty = True
@@ -116,6 +117,17 @@ class LinkCore(HandshakeMixin):
         """peer_clock - local_clock in seconds, from the probe exchange with the smallest RTT (NTP style).
         Cached: the app asks once per received message, samples arrive at the probe rate."""
         return self._offset
+
+    def freshness_offset(self) -> float | None:
+        """The offset to judge a command's age with (robot side): `clock_offset()` moved toward the peer's
+        clock being ahead (the command older) by the largest peer clock step the latest probes cannot
+        rule out. Why: the best sample predates any step, and a step shows only in a later sample that
+        differs from it by more than their delay difference allows (`_add_offset_sample`). While every
+        path's newest probe waited in a queue (a delay spike's backlog), a step up to about that extra
+        delay hides in it, and a command that waited in the same queue looked that much younger than
+        it was (telesurg simulate, seed 8219: 321.5 ms old, judged 288 ms). With this offset its judged
+        age is at least its true age; on a quiet path it is the estimate plus a few milliseconds."""
+        return self._fresh_offset
 
     def record_probe_outcomes(self, maxlen: int = 200_000) -> None:
         """Keep every probe's outcome (answered or timed out) until `drain_probe_outcomes`: per-path
@@ -380,7 +392,7 @@ class LinkCore(HandshakeMixin):
             _, probe_id, t1, t2 = wire.PROBE_REPLY.unpack(inner)
             rtt = mon.on_reply(probe_id, t1, now, t2)
             if rtt is not None:
-                self._add_offset_sample(path, rtt, ((t2 - t1) + (t2 - now)) / 2.0, mon._jitter)
+                self._add_offset_sample(path, rtt, ((t2 - t1) + (t2 - now)) / 2.0, mon._jitter, now)
         elif kind == _I_REL_DATA:
             seq, chunk = wire.parse_rel_data(memoryview(inner)[1:])
             self._feed_tls(session, session.rel.on_data(seq, chunk), path, addr, now)
@@ -397,7 +409,7 @@ class LinkCore(HandshakeMixin):
             self._flush_reliable(session, now)
         return True
 
-    def _add_offset_sample(self, path: str, rtt: float, offset: float, jitter: float) -> None:
+    def _add_offset_sample(self, path: str, rtt: float, offset: float, jitter: float, now: float) -> None:
         """Keep the sample; the offset is the min-RTT sample's. On one path with a steady asymmetry, a
         sample that waited d longer than the best one can differ from it by at most d/2, widened here
         by four times the path's RTT jitter (jitter splits unevenly between the directions). Two
@@ -407,7 +419,7 @@ class LinkCore(HandshakeMixin):
         the freshness bound would pass it (found by telesurg simulate, seeds 103386 and 103462)."""
         window = self._offsets[path]
         if window:
-            best_rtt, best_offset = min(window)
+            best_rtt, best_offset, _ = min(window)
             excess = abs(offset - best_offset) - abs(rtt - best_rtt) / 2.0 - OFFSET_STEP_TOLERANCE_S - 4.0 * jitter
             side = 0 if excess <= 0.0 else (1 if offset > best_offset else -1)
             if side and self._step_suspect.get(path) == side:  # two in a row, same side: not a jitter tail
@@ -416,8 +428,16 @@ class LinkCore(HandshakeMixin):
                 self.counters["clock_steps"] += 1
                 side = 0
             self._step_suspect[path] = side
-        window.append((rtt, offset))
-        self._offset = min(min(w) for w in self._offsets.values() if w)[1]
+        window.append((rtt, offset, now))
+        best_rtt, self._offset, _ = min(min(w) for w in self._offsets.values() if w)
+        # The newest sample of a path that waited q longer than the best one can be off the true offset by
+        # q/2 either way, and is taken as no step while within q/2 (+ tolerance) of the best: so a step
+        # of up to q (+ tolerance) hides in it. Only paths heard within two probe periods count (a path
+        # that went down keeps a newest sample from before any step); the smallest bound holds.
+        recent = now - 2.0 / self.settings.probe_hz
+        hidden = min((w[-1][0] - best_rtt + OFFSET_STEP_TOLERANCE_S + 4.0 * self._paths[p]._jitter
+                      for p, w in self._offsets.items() if w and w[-1][2] >= recent), default=0.0)
+        self._fresh_offset = self._offset + max(hidden, 0.0)
 
     def _hear(self, mon: PathMonitor, now: float) -> None:
         """Mark the path heard. That moves only its DOWN deadline (normally later), so the cached timer

@@ -277,7 +277,7 @@ class SimWorld:
         bundle = decode(event.payload)
         if key is None or core is None or not isinstance(bundle, ServoBundle):
             return
-        offset = core.clock_offset()
+        offset = core.freshness_offset()  # as the robot site judges (apps/robot.py)
         for cmd in bundle.commands:
             if key == self.sup.owner(ARM):
                 self.checker.on_owner_command(ARM, now)
