@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,12 @@ TICKER_SWITCH_INTERVAL_S = 0.0001
 
 class ConsoleSite:
     def __init__(self, config: ConsoleSiteConfig, master: MasterInput, *, video: bool | None = None,
-                 record_dir: Path | None = None) -> None:
+                 record_dir: Path | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.tap = Tap(config.site.name)  # every message and event of this process passes here once
+        # The site's clock: command stamps, the link's probes, telemetry ages. It may step (a wall clock
+        # set); the robot's freshness check sees it only through the offset the link measures.
+        self.clock = clock
+        self.tap = Tap(config.site.name, clock=clock)  # every message and event of this process passes here once
         self.recorder: Any = None
         if record_dir is not None:  # subscribed before anything runs: the recording starts with the site
             from telesurg.record.recorder import Recorder
@@ -88,7 +92,7 @@ class ConsoleSite:
         if "reconnect" not in config.link.model_fields_set:  # a console finds a restarted robot by itself
             config.link.reconnect = True
         self.endpoint = LinkEndpoint.from_config(config.link, is_client=True, on_message=self._on_message,
-                                                 on_event=self._on_event)
+                                                 on_event=self._on_event, clock=clock)
         self.sessions: list[dict[str, Any]] = []  # each session with the robot: when it began and ended, why
         self.room = ConsoleRoom(self.core, self.endpoint)
         self.request_arms: list[ArmId] = []  # asked for as soon as the robot accepts this console
@@ -107,7 +111,7 @@ class ConsoleSite:
         self.haptics = (HapticsBridge(ForceFeedbackCore(haptics, config.console.scale, config.console.registration_wxyz,
                                                         config.console.arms), master) if haptics.enabled else None)
         self._ticker = DeadlineLoop(1.0 / config.console.rate_hz, self._tick, spin_s=0.0, name="console-tick",
-                                    realtime_priority=CONSOLE_TICKER_PRIORITY)
+                                    realtime_priority=CONSOLE_TICKER_PRIORITY, clock=clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at: float | None = None
         self.peer: str | None = None
@@ -144,7 +148,7 @@ class ConsoleSite:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, HandshakeComplete | SessionClosed | PeerRefused):
-            self.tap.publish(Topic.SESSION, time.monotonic(), event)
+            self.tap.publish(Topic.SESSION, self.clock(), event)
         elif isinstance(event, PathStateChanged):
             self.tap.publish(Topic.PATH_EVENT, event.at, event)
         if isinstance(event, SessionClosed):
@@ -181,7 +185,7 @@ class ConsoleSite:
             self.send_failed += len(commands)
             return
         # the console's share of the command delay: stamped on the ticker -> handed to the sockets
-        self.send_overhead_ms.add(1000.0 * (time.monotonic() - commands[0].t_sent))
+        self.send_overhead_ms.add(1000.0 * (self.clock() - commands[0].t_sent))
         if self.tap.active:  # after the send: the command never waits for its record
             self.tap.publish(Topic.COMMAND_SENT, commands[0].t_sent, tuple(commands))
 
@@ -206,7 +210,7 @@ class ConsoleSite:
     def _note_following(self, telemetry: Telemetry) -> None:
         if self.following_at is None and telemetry.arms and all(
                 a.supervisor_state == SupervisorState.FOLLOWING for a in telemetry.arms):
-            self.following_at = time.monotonic()
+            self.following_at = self.clock()
             if self.following_file is not None:
                 self.following_file.write_text(f"{self.following_at}\n")
 
@@ -228,7 +232,7 @@ class ConsoleSite:
             self._start_video()
         previous_switch = sys.getswitchinterval()
         sys.setswitchinterval(TICKER_SWITCH_INTERVAL_S)
-        self.started_at = time.monotonic()
+        self.started_at = self.clock()
         self.tap.publish(Topic.SITE, self.started_at, site_record("start", "console", self.config))
         self.room.bind(self._loop, self.started_at)
         settle_garbage_collector()  # no full collection of the start-up heap stalls the ticker later
@@ -237,14 +241,14 @@ class ConsoleSite:
         try:
             if status is not None:
                 status.__enter__()
-            deadline = None if duration is None else self.started_at + duration
+            deadline = None if duration is None else time.monotonic() + duration
             done_at: float | None = None
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 await wait_stop(stop, 0.25)
                 self._observe(status)
                 master = self.core.master
                 script = getattr(master, "inner", master)  # a SimulatedHapticMaster wraps the script
-                if self.stop_when_done and isinstance(script, ScriptedTaskInput) and script.done(time.monotonic()):
+                if self.stop_when_done and isinstance(script, ScriptedTaskInput) and script.done(self.clock()):
                     done_at = done_at or time.monotonic()
                     if time.monotonic() - done_at >= SETTLE_S:
                         break
@@ -258,9 +262,9 @@ class ConsoleSite:
             if self.video is not None:
                 self.video.close()
             await self.endpoint.close()
-            self.tap.publish(Topic.SITE, time.monotonic(), {"event": "stop", "role": "console"})
+            self.tap.publish(Topic.SITE, self.clock(), {"event": "stop", "role": "console"})
         if not live:
-            print(render_text(snapshot_from(self.core, time.monotonic(), self.endpoint.core.path_stats(),
+            print(render_text(snapshot_from(self.core, self.clock(), self.endpoint.core.path_stats(),
                                             self.alarms.active(), self.endpoint.core.clock_offset(),
                                             self.room.status, self.room.me)))
         return self.report(established=True)
@@ -282,7 +286,7 @@ class ConsoleSite:
         return ToolMarkers.from_messages(self._overlay_commands, self._overlay_telemetry)
 
     def _observe(self, status: LiveStatus | None) -> None:
-        now = time.monotonic()
+        now = self.clock()
         core, link = self.core, self.endpoint.core
         offset = link.clock_offset()
         core.set_clock_offset(offset)
@@ -314,7 +318,7 @@ class ConsoleSite:
         report: dict[str, Any] = {
             "site": "console",
             "established": established,
-            "duration_s": round(time.monotonic() - (self.started_at or time.monotonic()), 3),
+            "duration_s": round(self.clock() - (self.started_at or self.clock()), 3),
             "commands": {"sent": sum(counters.sent.values()) - self.send_failed,
                          "sent_per_arm": {arm.name: n for arm, n in counters.sent.items()},
                          "not_sent": self.send_failed, "periods_skipped": counters.periods_skipped},

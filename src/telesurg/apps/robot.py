@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,13 @@ class RobotSite:
 
     def __init__(self, config: RobotSiteConfig, *, seed: int = 0, video: bool | None = None,
                  audit_dir: Path | None = None, driver: str = "mujoco", igtl: IgtlServer | None = None,
-                 record_dir: Path | None = None) -> None:
+                 record_dir: Path | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.seed = seed
-        self.tap = Tap(config.site.name)  # every message and event of this process passes here once
+        # The site's clock: the supervisor's `now`, the link's probes, arrival times. It may step (a wall
+        # clock set); commands are judged against it through the clock offset the link measures.
+        self.clock = clock
+        self.tap = Tap(config.site.name, clock=clock)  # every message and event of this process passes here once
         self.sim: Any = open_driver(driver, seed)  # SimDriver or KinematicDriver (robot/driver.py)
         self.igtl = igtl  # read-only OpenIGTLink server (interop/igtl.py), bound by the caller
         self.recorder: Any = None
@@ -90,10 +94,10 @@ class RobotSite:
                                ServoConfig(rate_hz=config.robot.servo_hz, telemetry_hz=config.robot.telemetry_hz,
                                            force_hz=config.robot.force_hz),
                                on_telemetry=self._on_telemetry, on_decision=self._on_decision,
-                               on_force=self._on_force)
+                               on_force=self._on_force, clock=clock)
         self.endpoint = LinkEndpoint.from_config(config.link, is_client=False, multi_session=True,
                                                  on_message=self._on_message, on_event=self._on_event,
-                                                 stamp_arrivals=True)
+                                                 stamp_arrivals=True, clock=clock)
         roster = (Roster(config.robot.consoles, INSTRUMENT_ARMS) if config.robot.consoles
                   else Roster.single_lead(config.robot.controller, INSTRUMENT_ARMS))
         self.room = RobotRoom(OwnershipDesk(self.supervisor, roster), self.servo, self.endpoint)
@@ -169,14 +173,14 @@ class RobotSite:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, HandshakeComplete | SessionClosed | PeerRefused):
-            self.tap.publish(Topic.SESSION, time.monotonic(), event)
+            self.tap.publish(Topic.SESSION, self.clock(), event)
         elif isinstance(event, PathStateChanged):
             self.tap.publish(Topic.PATH_EVENT, event.at, event)
         if isinstance(event, HandshakeComplete):
             log.info("console %s authenticated (%s…)", event.peer_name, event.peer_fingerprint[:16])
-            self.room.on_handshake(event, time.monotonic())
+            self.room.on_handshake(event, self.clock())
         elif isinstance(event, SessionClosed):
-            self.room.on_closed(event, time.monotonic())
+            self.room.on_closed(event, self.clock())
         elif isinstance(event, SessionEventReceived):
             self._on_session_event(event)
 
@@ -203,7 +207,7 @@ class RobotSite:
         """Echo qualification probes (timestamped) on the class they came on; nothing moves."""
         from telesurg.apps.robot_checks import echo_probe
 
-        reply = echo_probe(event.payload, time.monotonic())
+        reply = echo_probe(event.payload, self.clock())
         if reply is not None and event.sid in self.room.by_sid:
             self.endpoint.send_to(event.sid, event.msg_class, reply)
 
@@ -268,17 +272,17 @@ class RobotSite:
             self.igtl.start()
         settle_garbage_collector()  # no full collection of the start-up heap stalls the servo loop later
         self.servo.start()
-        self.started_at = time.monotonic()
+        self.started_at = self.clock()
         self.tap.publish(Topic.SITE, self.started_at, site_record("start", "robot", self.config))
         if self.ready_file is not None:  # listening, servo running: a launcher may start consoles now
             self.ready_file.write_text(f"{self.started_at}\n")
         try:
-            deadline = None if duration is None else self.started_at + duration
+            deadline = None if duration is None else time.monotonic() + duration
             ticks = 0
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 await wait_stop(stop, ROOM_TICK_S)
                 self.room.tick()  # grants waiting on a silent owner; publishes ownership changes
-                now = time.monotonic()
+                now = self.clock()
                 room = self.room.publish_status(now)
                 if room is not None:
                     self.tap.publish(Topic.ROOM, now, room)
@@ -306,7 +310,7 @@ class RobotSite:
                 self.igtl.stop()
             if self.picture is not None:
                 self.picture.close()
-            self.tap.publish(Topic.SITE, time.monotonic(), {"event": "stop", "role": "robot"})
+            self.tap.publish(Topic.SITE, self.clock(), {"event": "stop", "role": "robot"})
         report = self.report()
         if self.recorder is not None:
             report["record"] = await asyncio.to_thread(self.recorder.close)
@@ -336,7 +340,7 @@ class RobotSite:
         moved = self.sim.rings_on_target()
         if moved != self.rings_moved and self.started_at is not None:
             self.rings_moved = moved
-            self.rings_time_s = time.monotonic() - self.started_at
+            self.rings_time_s = self.clock() - self.started_at
 
     def report(self) -> dict[str, Any]:
         return site_report(self)

@@ -58,7 +58,8 @@ class LinkEndpoint:
 
     def __init__(self, core: LinkCore | LinkHub, locals_: dict[str, Addr], remotes: dict[str, Addr | None], *,
                  on_message: Callable[[MessageReceived], None] | None = None,
-                 on_event: Callable[[Event], None] | None = None, stamp_arrivals: bool = False) -> None:
+                 on_event: Callable[[Event], None] | None = None, stamp_arrivals: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if set(locals_) != set(core.path_names):
             raise ValueError(f"paths: sockets {sorted(locals_)} do not match the core's {sorted(core.path_names)}")
         self.core = core
@@ -82,6 +83,10 @@ class LinkEndpoint:
         # datagram), else when the loop read it: callbacks read it to measure their share of a delay.
         self.stamp_arrivals = stamp_arrivals
         self.arrived_at = 0.0
+        # The site's clock: every `now` the core gets (probe stamps, hence the clock offset the peer
+        # measures). It may step (a site's wall clock); the event loop's own time never does.
+        self._clock = clock
+        self._clock_is_loops = clock is time.monotonic
 
     @classmethod
     def from_config(cls, config: LinkConfig, *, is_client: bool, identity: Identity | None = None,
@@ -98,7 +103,7 @@ class LinkEndpoint:
 
     def now(self) -> float:
         assert self._loop is not None, "start() first"
-        return time.monotonic()  # not loop.time(): uvloop caches it per iteration at 1 ms resolution
+        return self._clock()  # not loop.time(): uvloop caches it per iteration at 1 ms resolution
 
     async def start(self) -> None:
         """Bind one socket per path; the client then starts the handshake on all of them."""
@@ -146,7 +151,7 @@ class LinkEndpoint:
         if self._closed or self._loop is None:
             return None
         with self._core_lock:
-            now = time.monotonic()
+            now = self._clock()
             seq = self.core.send(msg_class, payload, now)
             out = self.core.datagrams_to_send_addressed(now)
             rearm = self.core.get_timer() != self._timer_at
@@ -208,7 +213,7 @@ class LinkEndpoint:
     def _on_datagram(self, data: bytes, path: str, addr: Addr) -> None:
         if self._closed:
             return
-        now = time.monotonic()  # sockets exist, so start() ran: skip now()'s check on this hot path
+        now = self._clock()  # sockets exist, so start() ran: skip now()'s check on this hot path
         self.arrived_at = kernel_arrival_time(self._thread_sockets.get(path), now) if self.stamp_arrivals else now
         with self._core_lock:
             self.core.receive_datagram(data, path, now, addr)
@@ -282,7 +287,12 @@ class LinkEndpoint:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = None if when is None or self._loop is None else self._loop.call_at(when, self._on_timer)
+        if when is None or self._loop is None:
+            self._timer = None
+            return
+        if not self._clock_is_loops:  # the core's deadline is on the site's clock: move it to the loop's
+            when = self._loop.time() + (when - self._clock())
+        self._timer = self._loop.call_at(when, self._on_timer)
 
     async def __aenter__(self) -> LinkEndpoint:
         await self.start()

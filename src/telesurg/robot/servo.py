@@ -110,7 +110,10 @@ class DeadlineLoop:
     """Calls `body(now)` on an absolute deadline grid on its own thread; records lateness.
 
     With `inbox`, the wait between deadlines is a wait on that queue: each item put there is handed
-    to `on_arrival(item, now)` at once, on this thread, instead of waiting for the next deadline."""
+    to `on_arrival(item, now)` at once, on this thread, instead of waiting for the next deadline.
+
+    `now` is read from `clock`, the site's clock, which may step (a wall clock set); the grid keeps
+    to time.monotonic, which never does, so a step neither stalls the loop nor bursts it."""
 
     def __init__(self, period_s: float, body: Callable[[float], None], *, spin_s: float = 0.0,
                  clock: Callable[[], float] = time.monotonic, name: str = "deadline-loop",
@@ -146,34 +149,35 @@ class DeadlineLoop:
     def _run(self) -> None:
         if self.realtime_priority is not None:
             self.realtime = request_realtime(self.realtime_priority)
-        clock, period, spin = self.clock, self.period_s, self.spin_s
-        t0 = clock()
+        monotonic, period, spin = time.monotonic, self.period_s, self.spin_s
+        site_clock = None if self.clock is monotonic else self.clock
+        t0 = monotonic()
         k = 1
         inbox, on_arrival = self.inbox, self.on_arrival
         while not self._stop.is_set():
             deadline = t0 + k * period
             try:
                 if inbox is not None and on_arrival is not None:
-                    while (remaining := deadline - clock()) > spin:
+                    while (remaining := deadline - monotonic()) > spin:
                         try:
                             item = inbox.get(timeout=remaining - spin)
                         except queue.Empty:
                             break
-                        on_arrival(item, clock())
+                        on_arrival(item, monotonic() if site_clock is None else site_clock())
                 else:
-                    remaining = deadline - clock()
+                    remaining = deadline - monotonic()
                     if remaining > spin:
                         time.sleep(remaining - spin)
-                while clock() < deadline:
+                while monotonic() < deadline:
                     time.sleep(0)  # yield the GIL while spinning, so the link thread is not starved
-                now = clock()
+                now = monotonic()
                 self.stats.record(now - deadline)
-                self.body(now)
+                self.body(now if site_clock is None else site_clock())
             except BaseException as exc:  # noqa: BLE001 - the owner decides; we must not die silently
                 self.error = exc
                 log.exception("servo body failed; loop stops")
                 return
-            behind = int((clock() - t0) / period)
+            behind = int((monotonic() - t0) / period)
             if behind > k:  # woke (or ran) past the next deadline: skip, never burst
                 self.stats.skipped += behind - k
                 k = behind
@@ -193,7 +197,7 @@ class ServoLoop:
         self.config = config or ServoConfig()
         self.on_telemetry = on_telemetry
         self.on_decision = on_decision  # called on the servo thread for every judged command: keep it short
-        self.clock = clock
+        self.clock = clock  # the site's clock: `now` of every supervisor call (the period grid keeps to monotonic)
         self.local_console = LocalConsole(supervisor)
         self.owner_slots: dict[str | None, int] = {}  # sender -> telemetry owner slot (robot/ownership.py)
         self._arms = driver.arms()
