@@ -34,6 +34,10 @@ _OFFSET_SAMPLES = 64
 # A probe sample whose offset differs from its path's best by more than half their RTT difference plus
 # this is a clock step (drift over the 64-sample window at 100 ppm is 0.3 ms).
 OFFSET_STEP_TOLERANCE_S = 0.002
+# The local clock stepped back (a site's wall clock set): a datagram heard this much earlier than the
+# last one on its path. Datagrams are read in order, so any earlier `now` is a step; 1 ms spares the
+# float noise of a clock made of a monotonic reading plus an offset.
+LOCAL_STEP_BACK_S = 0.001
 # Plain ints and a value->member tuple for the per-datagram path: an IntEnum attribute read costs
 # ~0.2 µs and MessageClass(n) ~0.5 µs on CPython 3.11, a tuple index ~0.02 µs.
 _CLASSES: tuple[MessageClass, ...] = tuple(sorted(MessageClass))
@@ -85,6 +89,7 @@ class LinkCore(HandshakeMixin):
         self._reconnecting = False  # client: a new handshake after the peer went away (settings.reconnect)
         self._established_at = 0.0
         self._closed_by_us = False
+        self._timer_called_at: float | None = None  # the last handle_timer's now while established
 
     @classmethod
     def in_memory(cls, identity: Identity, peer_certs_pem: Sequence[bytes], *, is_client: bool,
@@ -313,6 +318,13 @@ class LinkCore(HandshakeMixin):
     def handle_timer(self, now: float) -> None:
         self._timer_dirty = True
         session = self._session
+        called_at, self._timer_called_at = self._timer_called_at, (now if self._established else None)
+        if session is not None and called_at is not None and now - called_at > self.settings.session_timeout_s / 2:
+            # With a session the probes wake us every 1/probe_hz: a longer gap is time we did not listen
+            # (the local clock stepped forward, or the process stalled), not the peer's silence. Counted
+            # as silence, a 10 s step ended the session at once, and a robot's console, still hearing
+            # it, learnt that only after its own session timeout.
+            self._local_clock_stepped(session, now)
         if session is not None and self._established and self._peer_silent_for(now) >= \
                 self.settings.session_timeout_s:
             self.counters["peer_silent"] += 1
@@ -369,6 +381,8 @@ class LinkCore(HandshakeMixin):
                 raise wire.WireError("after_close" if sid in self._closed_sids else "session")
         epoch, inner = session.epochs.open(data, now)
         mon = self._paths[path]
+        if mon.last_heard is not None and now < mon.last_heard - LOCAL_STEP_BACK_S:
+            self._local_clock_stepped(session, now)
         self._hear(mon, now)
         if addr is not None:
             session.addrs[path] = addr
@@ -438,6 +452,28 @@ class LinkCore(HandshakeMixin):
         hidden = min((w[-1][0] - best_rtt + OFFSET_STEP_TOLERANCE_S + 4.0 * self._paths[p]._jitter
                       for p, w in self._offsets.items() if w and w[-1][2] >= recent), default=0.0)
         self._fresh_offset = self._offset + max(hidden, 0.0)
+
+    def _local_clock_stepped(self, session: Session, now: float) -> None:
+        """The local clock jumped. Back: every deadline set before lies in the future by the step's size,
+        so probes (hence the clock offset) would stop for that long, and replies to probes sent before
+        would give negative RTTs. Forward: every path looks silent since. Either way: probe again now,
+        count silence from now, bring deadlines back to now at the latest, and forget the offset: every
+        sample describes a clock that no longer exists (None makes the robot reject commands as
+        unprovably fresh until the next probe reply, one RTT later, instead of judging them with an
+        offset off by the step until the filter sees it)."""
+        self._timer_dirty = True
+        self.counters["clock_steps"] += 1
+        for mon in self._paths.values():
+            mon.clock_stepped(now)
+        for samples in self._offsets.values():
+            samples.clear()
+        self._step_suspect.clear()
+        self._offset = None
+        self._established_at = now
+        self._timer_called_at = now
+        session.rel.clock_stepped(now)
+        if session.next_rekey is not None:
+            session.next_rekey = min(session.next_rekey, now + self.settings.rekey_s)
 
     def _hear(self, mon: PathMonitor, now: float) -> None:
         """Mark the path heard. That moves only its DOWN deadline (normally later), so the cached timer

@@ -94,12 +94,28 @@ class PathMonitor:
     def heard(self, now: float) -> None:
         self.last_heard = now
 
+    def clock_stepped(self, now: float) -> None:
+        """The local clock jumped: probe at once, forget probes in flight (their send times are on the
+        old clock: their RTTs would be off by the step), and count silence from now."""
+        self._outstanding.clear()
+        if self.next_probe_at is not None:
+            self.next_probe_at = now
+        if self.last_heard is not None:
+            self.last_heard = now
+        if self.since is not None:
+            self.since = now
+        self._last_answered_sent = min(self._last_answered_sent, now)
+        if now < self._counting_since < float("inf"):
+            self._counting_since = now
+
     def on_reply(self, probe_id: int, t1: float, now: float, peer_time: float | None = None) -> float | None:
         """RTT in seconds of an answered probe, or None if unknown/timed out (counted already)."""
         sent = self._outstanding.pop(probe_id, None)
         if sent is None or sent != t1:
             return None
         rtt = now - sent
+        if rtt < 0.0:  # answered before it was sent: the local clock stepped back meanwhile
+            return None
         if self.outcomes is not None:
             self.outcomes.append(ProbeOutcome(self.name, probe_id, sent, now, peer_time))
         if self._rtts:

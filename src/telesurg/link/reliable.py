@@ -85,6 +85,13 @@ class ReliableChannel:
                 out.append((seq, entry[0]))
         return out
 
+    def clock_stepped(self, now: float) -> None:
+        """The local clock jumped: frames sent "later than now" (it went back) count as sent now, so
+        their retransmission is not put off by the step's size."""
+        for entry in self._unacked.values():
+            if entry[1] is not None and entry[1] > now:
+                entry[1] = now
+
     def next_timer(self) -> float | None:
         # only the in-flight window can be due; stop there (a backlog must not make every call O(backlog))
         return min(map(self._due, itertools.islice(self._unacked.values(), self._max_in_flight)), default=None)
