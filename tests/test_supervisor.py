@@ -155,6 +155,40 @@ def test_latch_after_fault_time_cleared_only_by_operator() -> None:
                                     ("READY", "FOLLOWING", "reengage_from_ready")]
 
 
+def test_robot_clock_stepped_back_the_watchdog_and_fault_time_still_count() -> None:
+    """Ticks earlier than the last one: the robot's clock stepped back 10 s. The watchdog and the
+    fault time counted from the last command, now 10 s "ahead", so an arm whose commands stopped at
+    the step kept following for 10 s instead of holding within the watchdog time."""
+    rig = Rig().ready().follow()
+    rig.now -= 10.0
+    start = rig.now
+    while rig.sup.state("PSM1") is SupervisorState.FOLLOWING:
+        rig.tick()
+        assert rig.now - start < 0.06
+    assert rig.sup.holds[-1].cause == "watchdog"
+    while rig.sup.state("PSM1") is SupervisorState.HOLD:
+        rig.tick()
+        assert rig.now - start < 1.1
+    assert rig.sup.state("PSM1") is SupervisorState.LATCHED
+
+
+def test_robot_clock_stepped_forward_holds_but_does_not_latch() -> None:
+    """A tick 10 s after the last: no command was judged meanwhile, so the arm holds, but the 10 s
+    are not the surgeon's silence: no latch (which only the patient-side team can clear); the
+    surgeon's aligned re-engage resumes, as after any hold."""
+    rig = Rig().ready().follow()
+    rig.now += 10.0
+    assert rig.tick() == {}
+    rig.tick(100)
+    assert rig.sup.state("PSM1") is SupervisorState.HOLD  # not LATCHED
+    assert rig.sup.holds[-1].cause == "clock_jump"
+    assert rig.send(HOME).reason == "not_following"
+    assert rig.send(HOME, ENGAGE).outcome is Outcome.APPLIED
+    assert rig.sup.state("PSM1") is SupervisorState.FOLLOWING
+    rig.tick(5)
+    assert rig.sup.state("PSM1") is SupervisorState.FOLLOWING
+
+
 def test_commands_during_hold_keep_it_from_latching() -> None:
     rig = Rig().ready().follow()
     rig.tick(60)

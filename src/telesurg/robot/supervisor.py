@@ -284,7 +284,10 @@ class SafetySupervisor(SupervisorLedger):
         """Advance timers and return this period's setpoints (arms absent from the result hold)."""
         out: dict[str, Setpoint] = {}
         for a in self._arms.values():
-            dt = self.config.servo_period_s if a.last_tick_t is None else max(now - a.last_tick_t, 0.0)
+            dt = self.config.servo_period_s if a.last_tick_t is None else now - a.last_tick_t
+            if not 0.0 <= dt <= self.config.fault_s:
+                self._clock_jumped(a, now, dt)
+                dt = 0.0
             a.last_tick_t = now
             op = operating.get(a.name) if operating else None
             if op is not None and op.state is _OP_FAULT and a.state is not _FAULT:
@@ -342,6 +345,24 @@ class SafetySupervisor(SupervisorLedger):
         a.last_valid_t = now
         self.applied += 1
         return _APPLIED
+
+    def _clock_jumped(self, a: SupervisedArm, now: float, dt: float) -> None:
+        """Ticks come every servo period: a tick earlier than the last one means the robot's clock
+        stepped back, one later than the fault time that it stepped forward (or this thread stalled).
+        Back: the watchdog and the fault time count from now at the latest (else a 10 s step put them
+        off for 10 s). Forward: the time not watched is not the controller's silence, so it does not
+        latch the arm, but a following arm holds (cause "clock_jump"): no command was judged
+        meanwhile, and resuming takes the surgeon's aligned re-engage, as after any hold."""
+        if dt < 0.0:
+            if a.last_valid_t is not None:
+                a.last_valid_t = min(a.last_valid_t, now)
+            if a.last_heard_t is not None:
+                a.last_heard_t = min(a.last_heard_t, now)
+            return
+        if a.last_heard_t is not None:
+            a.last_heard_t = now
+        if a.state is SupervisorState.FOLLOWING:
+            self._hold(a, now, "clock_jump")
 
     def _hold(self, a: SupervisedArm, now: float, cause: str) -> None:
         a.target_pos = None  # freeze where we are: no further interpolation
