@@ -210,6 +210,18 @@ def test_core_skips_missed_periods_instead_of_bursting():
     assert core.next_deadline() > 0.0105
 
 
+def test_core_keeps_sending_when_the_console_clock_steps_back():
+    """The console's clock steps back 10 s: its grid lay 10 s ahead of every tick, so it sent
+    nothing for 10 s (the robot held, then latched). It restarts the grid at the step."""
+    config = ConsoleConfig(following_states=(FOLLOW_NAME,))
+    core = ConsoleCore(config, WavingMaster())
+    robot = FakeRobot(config.arms)
+    produced = [len(core.tick(0.001 * k, robot.telemetry(0.001 * k) if k == 0 else None)) for k in range(100)]
+    produced += [len(core.tick(0.001 * k - 10.0)) for k in range(100, 200)]
+    assert produced == [2] * 200
+    assert core.counters.periods_skipped == 0
+
+
 def test_core_sends_every_period_whatever_the_wake_up_jitter():
     """A driver on a 1 ms grid wakes a little late each time, by varying amounts; the first wake-up
     fixes the core's own grid. Every wake-up must still produce its period's commands."""

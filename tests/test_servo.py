@@ -212,6 +212,23 @@ def test_deadline_grid_does_not_drift() -> None:
     assert 100 <= loop.stats.periods + loop.stats.skipped <= grid_points_elapsed + 1
 
 
+def test_a_site_clock_step_neither_stalls_nor_bursts_the_grid() -> None:
+    """The body gets the site's clock (which steps back 10 s here); the grid keeps to time.monotonic.
+    On the stepped clock itself the loop would have slept 10 s."""
+    offset = [0.0]
+    ticks: list[float] = []
+    loop = DeadlineLoop(0.002, ticks.append, clock=lambda: time.monotonic() + offset[0])
+    loop.start()
+    time.sleep(0.2)
+    offset[0] = -10.0
+    before = len(ticks)
+    time.sleep(0.2)
+    loop.stop()
+    after = ticks[before:]
+    assert len(after) >= 40 and all(t < ticks[0] for t in after[1:])  # served, with the stepped clock's time
+    assert loop.stats.skipped < 50 and loop.stats.max_s < 0.1  # the grid never saw the step
+
+
 def test_thread_runs_restores_switch_interval_and_holds_on_silence() -> None:
     before = sys.getswitchinterval()
     loop, sup, driver, telemetry = make_loop(switch_interval_s=0.0002)

@@ -171,7 +171,13 @@ class ConsoleCore:
         # skips the periods it missed, as before, instead of bursting to catch up.
         offset = (now - self._next_due) / self.period
         if offset < -0.5:
-            return []
+            if offset > -2.0:
+                return []
+            # The grid runs at most 1.5 periods ahead of the last tick, so this tick is earlier than
+            # any tick before it: the console's clock stepped back. Restart the grid here; kept, it
+            # would have sent nothing for as long as the step.
+            offset = 0.0
+            self._next_due = now
         behind = max(0, int(offset))
         if behind > 0:
             self.counters.periods_skipped += behind
