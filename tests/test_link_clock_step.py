@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from telesurg.link.config import LinkTuning
+from telesurg.link.gate import HandshakeGate
 from telesurg.link.testing import SkewedClock, make_pair
 from telesurg.netem.profiles import parse_profile
 from telesurg.netem.virtual import VirtualNetwork
@@ -59,3 +61,12 @@ def test_a_local_clock_step_is_noticed_at_once_and_ends_no_session(step_s: float
     net.run_until(5.0)
     assert all(s.probes_sent - probes[name] >= 14 for name, s in server.path_stats().items())  # 20 Hz on
     assert all(s.state.value == "up" for s in server.path_stats().values())
+
+
+def test_the_handshake_rate_limit_owes_nothing_for_a_clock_stepped_back() -> None:
+    gate = HandshakeGate(LinkTuning(handshake_rate_per_s=2.0, handshake_burst=2))
+    assert gate.admit("10.0.0.1", 0, 100.0) is None
+    assert gate.admit("10.0.0.1", 0, 100.0) is None
+    assert gate.admit("10.0.0.1", 0, 100.0) == "rate_limited"  # the burst is spent
+    assert gate.admit("10.0.0.1", 0, 90.0) == "rate_limited"  # the clock stepped back 10 s
+    assert gate.admit("10.0.0.1", 0, 90.6) is None  # 0.6 s later, refilled as always

@@ -34,7 +34,9 @@ class HandshakeGate:
     def admit(self, source: str, half_open: int, now: float) -> str | None:
         """None if a new handshake from source may start now, else the refusal reason."""
         tokens, last = self._buckets.get(source, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        # max(0, ...): a robot clock stepped back 10 s would otherwise owe 10 s of tokens, refusing a
+        # console that reconnects meanwhile for that long
+        tokens = min(self._burst, tokens + max(0.0, now - last) * self._rate)
         if tokens < 1.0:
             self._buckets[source] = (tokens, now)
             return "rate_limited"
