@@ -222,6 +222,21 @@ def test_core_keeps_sending_when_the_console_clock_steps_back():
     assert core.counters.periods_skipped == 0
 
 
+def test_core_follows_the_robot_through_a_robot_clock_step_back():
+    """Telemetry older than the newest is dropped (reordered across paths), but 10 s older means the
+    robot's clock stepped back: dropped, the console saw no robot state, and no hold, for 10 s."""
+    config = ConsoleConfig(following_states=(FOLLOW_NAME,), arms=(ArmId.PSM1,))
+    core = ConsoleCore(config, WavingMaster())
+    robot = FakeRobot(config.arms)
+    core.tick(0.0, robot.telemetry(100.0))
+    core.tick(0.001, robot.telemetry(99.9))  # reordered
+    assert core.counters.telemetry_stale_dropped == 1
+    robot.hold(ArmId.PSM1)
+    core.tick(0.002, robot.telemetry(90.0))  # the robot's clock stepped back 10 s, and it holds
+    assert core.counters.telemetry_received == 2
+    assert core.arm_status()[0].supervisor_state == supervisor_state_name(HOLD_VALUE)
+
+
 def test_core_sends_every_period_whatever_the_wake_up_jitter():
     """A driver on a 1 ms grid wakes a little late each time, by varying amounts; the first wake-up
     fixes the core's own grid. Every wake-up must still produce its period's commands."""

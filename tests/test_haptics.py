@@ -72,6 +72,8 @@ def test_fade_ramp_and_recovery_in_the_core():
     assert np.linalg.norm(core.tick(ArmId.PSM1, 0.061, at)) == 0.0 and core.stale_dropped == 1
     core.receive(message(10.1), now=0.07)
     assert np.linalg.norm(core.tick(ArmId.PSM1, 0.071, at)) == pytest.approx(1.0)
+    core.receive(message(0.1), now=0.08)  # 10 s older: the robot's clock stepped back, not a reordering
+    assert core.stale_dropped == 1 and core.arms[ArmId.PSM1].received_at == 0.08
 
 
 @pytest.mark.parametrize("delay_ms", [50, 100, 150])

@@ -25,6 +25,9 @@ from telesurg.messages import ArmId, ArmTelemetry, ServoCommand, Telemetry
 
 _MASTER_NOT_MAPPED = frozenset((TeleopMode.WAITING, TeleopMode.IDLE, TeleopMode.CLUTCHED))
 _SEQ_RING = 8192  # remembers t_sent of the last ~8 s of commands per arm at 1 kHz
+# Robot messages reordered across the paths differ by the paths' delay difference, far below this; a
+# message older than the newest by more than this means the robot's clock stepped back.
+ROBOT_CLOCK_STEP_BACK_S = 2.0
 
 
 _STATE_NAMES: dict[int, str] = {}  # memo of supervisor_state_name: telemetry asks it per arm at 100 Hz
@@ -121,12 +124,14 @@ class ConsoleCore:
         return self._next_due
 
     def receive_telemetry(self, telemetry: Telemetry, now: float) -> None:
-        """Take telemetry; older than the newest already seen (reordered across paths) is dropped."""
+        """Take telemetry; older than the newest already seen (reordered across paths) is dropped,
+        unless it is so much older that the robot's clock stepped back: dropped, the console would
+        not have seen the robot for as long as the step, nor a hold, so it never re-engaged."""
         last = self._last_telemetry
         if not math.isfinite(telemetry.t_robot):
             self.counters.telemetry_malformed += 1
             return
-        if last is not None and telemetry.t_robot <= last.t_robot:
+        if last is not None and last.t_robot - ROBOT_CLOCK_STEP_BACK_S < telemetry.t_robot <= last.t_robot:
             self.counters.telemetry_stale_dropped += 1
             return
         self.counters.telemetry_received += 1
