@@ -468,7 +468,7 @@ class LinkCore(HandshakeMixin):
         for samples in self._offsets.values():
             samples.clear()
         self._step_suspect.clear()
-        self._offset = None
+        self._offset = self._fresh_offset = None
         self._established_at = now
         self._timer_called_at = now
         session.rel.clock_stepped(now)
