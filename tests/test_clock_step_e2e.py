@@ -11,8 +11,8 @@ the offset between the two from its probes; the step must be noticed there, not 
 Stale commands reach the robot's supervisor around the step: path b delays 400 ms each way (more than
 the 0.3 s freshness bound), and the fast path a is cut from 0.3 s before the step to 0.3 s after it,
 so every command of that time arrives late, by b, while the robot re-estimates the offset from b
-alone. A step that made the robot trust a wrong offset would let those through. An earlier cut (1.5 s
-before the step) brings stale commands before it too. (Path a drops nothing otherwise: the robot's
+alone. A step that made the robot trust a wrong offset would let those through. An earlier cut (0.5 s,
+ending 1.5 s before the step) brings stale commands before it too. (Path a drops nothing otherwise: the robot's
 freshness offset, LinkCore.freshness_offset, is rightly conservative while the fast path's probe
 replies are missing, and would refuse fresh commands for reasons that have nothing to do with a step.)
 True ages are taken on the real clock: each command's real send time (its stamp, unstepped) against
