@@ -32,7 +32,7 @@ class Checked:
         core = self.inner
         cached = core.get_timer()
         assert cached == core._compute_timer()
-        samples = [s for window in core._offsets.values() for s in window]
+        samples = [s for window in core._clock._samples.values() for s in window]
         assert core.clock_offset() == (min(samples)[1] if samples else None)
         self.checks += 1
         return cached

@@ -16,6 +16,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 
 from telesurg.link import wire
+from telesurg.link.clock_offset import ClockOffsetFilter
 from telesurg.link.config import LinkConfig, LinkSettings
 from telesurg.link.events import Event, MessageClass, MessageReceived, PathStateChanged, SessionClosed
 from telesurg.link.gate import HandshakeGate
@@ -30,10 +31,6 @@ __all__ = ["LinkCore", "MessageClass", "PathState", "PathStats"]
 log = logging.getLogger(__name__)
 
 _MSG_HEAD = wire.MSG.size
-_OFFSET_SAMPLES = 64
-# A probe sample whose offset differs from its path's best by more than half their RTT difference plus
-# this is a clock step (drift over the 64-sample window at 100 ppm is 0.3 ms).
-OFFSET_STEP_TOLERANCE_S = 0.002
 # The local clock stepped back (a site's wall clock set): a datagram heard this much earlier than the
 # last one on its path. Datagrams are read in order, so any earlier `now` is a step; 1 ms spares the
 # float noise of a clock made of a monotonic reading plus an offset.
@@ -72,11 +69,6 @@ class LinkCore(HandshakeMixin):
         self._seq = [0, 0, 0, 0]
         self._dedup = [ReplayWindow() for _ in MessageClass]
         # (rtt, offset) probe samples per path; min-RTT filter (NTP style), reset when the clocks step
-        self._offsets: dict[str, deque[tuple[float, float, float]]] = {  # (rtt, offset, when)
-            name: deque(maxlen=_OFFSET_SAMPLES) for name in self._path_names}
-        self._step_suspect: dict[str, int] = {}  # per path: the side of the last sample that looked like a step
-        self._offset: float | None = None  # min-RTT sample's offset, updated per probe reply (read per message)
-        self._fresh_offset: float | None = None  # the same, moved by what a clock step could hide (see below)
         # get_timer() is asked after every datagram; it is recomputed only when something that feeds it
         # may have changed (see _receive_sealed for the one change the message fast path allows).
         self._timer_dirty = True
@@ -84,6 +76,8 @@ class LinkCore(HandshakeMixin):
         self._queued_events: list[bytes] = []
         self._established = False
         self.counters: Counter[str] = Counter()
+        # a path's newest probe sample is evidence about the peer's clock while the path is not yet DOWN
+        self._clock = ClockOffsetFilter(self._path_names, self.settings.down_after_s, self.counters)
         self.peer_name: str | None = None
         self.peer_fingerprint: str | None = None
         self._reconnecting = False  # client: a new handshake after the peer went away (settings.reconnect)
@@ -121,18 +115,13 @@ class LinkCore(HandshakeMixin):
     def clock_offset(self) -> float | None:
         """peer_clock - local_clock in seconds, from the probe exchange with the smallest RTT (NTP style).
         Cached: the app asks once per received message, samples arrive at the probe rate."""
-        return self._offset
+        return self._clock.offset
 
     def freshness_offset(self) -> float | None:
-        """The offset to judge a command's age with (robot side): `clock_offset()` moved toward the peer's
-        clock being ahead (the command older) by the largest peer clock step the latest probes cannot
-        rule out. Why: the best sample predates any step, and a step shows only in a later sample that
-        differs from it by more than their delay difference allows (`_add_offset_sample`). While every
-        path's newest probe waited in a queue (a delay spike's backlog), a step up to about that extra
-        delay hides in it, and a command that waited in the same queue looked that much younger than
-        it was (telesurg simulate, seed 8219: 321.5 ms old, judged 288 ms). With this offset its judged
-        age is at least its true age; on a quiet path it is the estimate plus a few milliseconds."""
-        return self._fresh_offset
+        """The offset to judge a command's age with (robot side): `clock_offset()` moved toward the
+        peer's clock being ahead (the command older) by the largest peer clock step the newest probes
+        cannot rule out (link/clock_offset.py)."""
+        return self._clock.freshness_offset
 
     def record_probe_outcomes(self, maxlen: int = 200_000) -> None:
         """Keep every probe's outcome (answered or timed out) until `drain_probe_outcomes`: per-path
@@ -406,7 +395,7 @@ class LinkCore(HandshakeMixin):
             _, probe_id, t1, t2 = wire.PROBE_REPLY.unpack(inner)
             rtt = mon.on_reply(probe_id, t1, now, t2)
             if rtt is not None:
-                self._add_offset_sample(path, rtt, ((t2 - t1) + (t2 - now)) / 2.0, mon._jitter, now)
+                self._clock.add(path, rtt, ((t2 - t1) + (t2 - now)) / 2.0, mon._jitter, now)
         elif kind == _I_REL_DATA:
             seq, chunk = wire.parse_rel_data(memoryview(inner)[1:])
             self._feed_tls(session, session.rel.on_data(seq, chunk), path, addr, now)
@@ -423,36 +412,6 @@ class LinkCore(HandshakeMixin):
             self._flush_reliable(session, now)
         return True
 
-    def _add_offset_sample(self, path: str, rtt: float, offset: float, jitter: float, now: float) -> None:
-        """Keep the sample; the offset is the min-RTT sample's. On one path with a steady asymmetry, a
-        sample that waited d longer than the best one can differ from it by at most d/2, widened here
-        by four times the path's RTT jitter (jitter splits unevenly between the directions). Two
-        samples in a row on one path beyond that, on the same side, mean a clock stepped: every older
-        sample describes clocks that no longer exist. Left in the filter, the pre-step best sample
-        would keep a wrong offset for up to 64 probes, and commands up to the step's size older than
-        the freshness bound would pass it (found by telesurg simulate, seeds 103386 and 103462)."""
-        window = self._offsets[path]
-        if window:
-            best_rtt, best_offset, _ = min(window)
-            excess = abs(offset - best_offset) - abs(rtt - best_rtt) / 2.0 - OFFSET_STEP_TOLERANCE_S - 4.0 * jitter
-            side = 0 if excess <= 0.0 else (1 if offset > best_offset else -1)
-            if side and self._step_suspect.get(path) == side:  # two in a row, same side: not a jitter tail
-                for samples in self._offsets.values():
-                    samples.clear()
-                self.counters["clock_steps"] += 1
-                side = 0
-            self._step_suspect[path] = side
-        window.append((rtt, offset, now))
-        best_rtt, self._offset, _ = min(min(w) for w in self._offsets.values() if w)
-        # The newest sample of a path that waited q longer than the best one can be off the true offset by
-        # q/2 either way, and is taken as no step while within q/2 (+ tolerance) of the best: so a step
-        # of up to q (+ tolerance) hides in it. Only paths heard within two probe periods count (a path
-        # that went down keeps a newest sample from before any step); the smallest bound holds.
-        recent = now - 2.0 / self.settings.probe_hz
-        hidden = min((w[-1][0] - best_rtt + OFFSET_STEP_TOLERANCE_S + 4.0 * self._paths[p]._jitter
-                      for p, w in self._offsets.items() if w and w[-1][2] >= recent), default=0.0)
-        self._fresh_offset = self._offset + max(hidden, 0.0)
-
     def _local_clock_stepped(self, session: Session, now: float) -> None:
         """The local clock jumped. Back: every deadline set before lies in the future by the step's size,
         so probes (hence the clock offset) would stop for that long, and replies to probes sent before
@@ -465,10 +424,7 @@ class LinkCore(HandshakeMixin):
         self.counters["clock_steps"] += 1
         for mon in self._paths.values():
             mon.clock_stepped(now)
-        for samples in self._offsets.values():
-            samples.clear()
-        self._step_suspect.clear()
-        self._offset = self._fresh_offset = None
+        self._clock.forget()
         self._established_at = now
         self._timer_called_at = now
         session.rel.clock_stepped(now)
