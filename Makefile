@@ -54,6 +54,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/haptics.py --png out/bench/haptics.png --json out/bench/haptics.json
 	$(BIN)/python bench/latency_benefit.py --png out/bench/latency_benefit.png --json out/bench/latency_benefit.json
 	$(BIN)/python bench/observers.py --json out/bench/observers.json --png out/bench/observers.png
+	$(BIN)/python bench/observers_blocks.py --json out/bench/observers_blocks.json
+	$(BIN)/python bench/observers_blocks.py --placement apart --json out/bench/observers_blocks_apart.json
 	$(BIN)/python bench/dashboard_screenshot.py --json out/bench/dashboard.json
 	$(BIN)/python bench/dashboard_cost.py --json out/bench/dashboard_cost.json
 	$(BIN)/python bench/fuzz_link.py

@@ -335,3 +335,18 @@ def test_real_sim_driver_follows_within_caps_and_holds() -> None:
     stats = loop.stats()
     print("sim servo loop stats:", stats)
     assert stats["periods"] > 500
+
+
+def test_the_trace_pairs_each_period_start_with_its_lateness() -> None:
+    ticks: list[float] = []
+    loop = DeadlineLoop(0.002, ticks.append)
+    before = time.monotonic()
+    loop.start()
+    time.sleep(0.1)
+    loop.stop()
+    trace = loop.stats.trace()
+    assert trace.shape == (loop.stats.periods, 2) and loop.stats.periods >= 10
+    # the start times are the times each body ran with (site clock = time.monotonic here), in order
+    assert np.array_equal(trace[:, 0], np.array(ticks[: len(trace)]))
+    assert trace[0, 0] >= before and np.all(np.diff(trace[:, 0]) > 0)
+    assert np.array_equal(trace[:, 1], np.array(loop.stats.lateness_s))

@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from telesurg.apps import site_extras
 from telesurg.apps.common import (
     add_idle_poll_option,
@@ -58,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video-size", type=video_size, metavar="WxH",
                         help="override [video] width and height of the config (e.g. 1280x720)")
     parser.add_argument("--cpus", help="run this site on these CPUs only (e.g. 1 or 2-3); video may use any")
+    parser.add_argument("--servo-trace", type=Path, metavar="F.npy",
+                        help="at exit, write each servo period's start (time.monotonic) and lateness, seconds, "
+                             "as an n x 2 numpy array (benchmarks split one run into blocks with it)")
     add_idle_poll_option(parser)
     site_extras.add_arguments(parser)
     parser.add_argument("--log-level", default="WARNING")
@@ -101,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
             report = await site.run(args.duration, stop)
         finally:
             extras.close_dashboard()
+        if args.servo_trace is not None:
+            np.save(args.servo_trace, site.servo.trace())
         extras.close(report)
         if site.audit is not None:
             site.audit.close(report)

@@ -82,18 +82,21 @@ class ServoConfig:
 
 
 class PeriodStats:
-    """Lateness of each period's start against its deadline (the last `keep` periods)."""
+    """Lateness of each period's start against its deadline, and when it started (time.monotonic), for
+    the last `keep` periods: the start times let a benchmark split one run into blocks (`trace`)."""
 
     def __init__(self, keep: int = 600_000) -> None:
         self.lateness_s: collections.deque[float] = collections.deque(maxlen=keep)
+        self.started_at: collections.deque[float] = collections.deque(maxlen=keep)
         self.periods = 0
         self.missed = 0
         self.skipped = 0  # grid points jumped over after a stall
         self.max_s = 0.0
 
-    def record(self, late_s: float) -> None:
+    def record(self, late_s: float, started_at: float) -> None:
         self.periods += 1
         self.lateness_s.append(late_s)
+        self.started_at.append(started_at)
         if late_s > self.max_s:
             self.max_s = late_s
         if late_s > MISSED_LATE_S:
@@ -104,6 +107,11 @@ class PeriodStats:
         return {"periods": self.periods, "p50_us": float(np.percentile(data, 50) * 1e6),
                 "p99_us": float(np.percentile(data, 99) * 1e6), "max_us": self.max_s * 1e6,
                 "missed": self.missed, "skipped": self.skipped}
+
+    def trace(self) -> np.ndarray:
+        """(start time, lateness) of each kept period, seconds, as an n x 2 array."""
+        return np.column_stack((np.fromiter(self.started_at, dtype=float),
+                                np.fromiter(self.lateness_s, dtype=float)))
 
 
 class DeadlineLoop:
@@ -171,7 +179,7 @@ class DeadlineLoop:
                 while monotonic() < deadline:
                     time.sleep(0)  # yield the GIL while spinning, so the link thread is not starved
                 now = monotonic()
-                self.stats.record(now - deadline)
+                self.stats.record(now - deadline, now)
                 self.body(now if site_clock is None else site_clock())
             except BaseException as exc:  # noqa: BLE001 - the owner decides; we must not die silently
                 self.error = exc
@@ -256,6 +264,10 @@ class ServoLoop:
     def reset_stats(self) -> None:
         """Start a fresh measurement window (e.g. after start-up and homing)."""
         self._loop.stats = PeriodStats()
+
+    def trace(self) -> np.ndarray:
+        """Every kept period's (time.monotonic start, lateness) in seconds (PeriodStats.trace)."""
+        return self._loop.stats.trace()
 
     # ---------------------------------------------------------------- one period
     def step(self, now: float) -> None:
