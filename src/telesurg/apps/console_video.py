@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from telesurg.child_process import join_or_kill
 from telesurg.console.overlay_feed import ToolMarkers, ToolOverlayPainter
 from telesurg.link.driver import LinkEndpoint
 from telesurg.realtime import unpin
@@ -242,10 +243,7 @@ class ConsoleVideo:
                     break
                 if message[:1] == b"R":
                     self._report = json.loads(message[1:])
-        self._process.join(5.0)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(2.0)
+        join_or_kill(self._process, 5.0)
         self._sock.close()
         if self._report is None:
             log.error("console video process gave no report (exit code %s)", self._process.exitcode)

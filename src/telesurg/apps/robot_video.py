@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from telesurg.child_process import join_or_kill
 from telesurg.interop.shared_picture import SharedPicture
 from telesurg.link.driver import LinkEndpoint
 from telesurg.link.events import MessageClass
@@ -198,10 +199,7 @@ class RobotVideo:
         self._closing = True
         with contextlib.suppress(BrokenPipeError, OSError):
             self._conn.send_bytes(_STOP)
-        self._process.join(5.0)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(2.0)
+        join_or_kill(self._process, 5.0)
         self._conn.close()
         self._shm.close()
         self._shm.unlink()

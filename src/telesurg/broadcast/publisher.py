@@ -27,6 +27,7 @@ from typing import Any
 from telesurg.broadcast import handover
 from telesurg.broadcast.schema import BROADCAST_TOPICS, RecordEncoder, check_site_name
 from telesurg.broadcast.zconfig import check_endpoint
+from telesurg.child_process import join_or_kill
 from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime
 from telesurg.tap import Tap, Topic, handing_over
 
@@ -125,10 +126,7 @@ class BroadcastPublisher:
         self._tap.unsubscribe(self._subscription)
         with contextlib.suppress(OSError):
             self._sock.send(b"Q")
-        self.process.join(timeout)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(2.0)
+        join_or_kill(self.process, timeout)
         self._sock.close()
         return self.stats()
 

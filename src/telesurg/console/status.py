@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from telesurg.child_process import join_or_kill
 from telesurg.console.alarms import AlarmChange, Severity, iter_paths, path_state_name
 from telesurg.console.core import ArmStatus, ConsoleCore
 
@@ -180,9 +181,7 @@ class LiveStatus:
                 self._conn.send(None)
             if self._process is not None:
                 # it draws the last snapshot, then stops; a loaded machine may still be starting it
-                self._process.join(10.0)
-                if self._process.is_alive():
-                    self._process.kill()
+                join_or_kill(self._process, 10.0)
             self._conn.close()
 
     def update(self, snap: StatusSnapshot) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import av
 from av.video.reformatter import VideoReformatter
 
+from telesurg.child_process import join_or_kill
 from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime, unpin
 from telesurg.tap import Subscription, TapRecord
 from telesurg.video.codec import DecodedFrame, VideoDecoder
@@ -224,10 +225,7 @@ class VideoPreview:
         if self._child is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._conn.send(None)
-            self._child.join(2.0)
-            if self._child.is_alive():
-                self._child.kill()
-                self._child.join(1.0)
+            join_or_kill(self._child, 2.0, kill_wait=1.0)
             with contextlib.suppress(OSError):
                 self._conn.close()
 

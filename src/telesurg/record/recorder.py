@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from telesurg.child_process import join_or_kill
 from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime, unpin
 from telesurg.record.portable import from_portable, to_portable
 from telesurg.record.writer import FLUSH_INTERVAL_S, RecordWriter
@@ -212,10 +213,7 @@ class Recorder:
             self._conn.send_bytes(_CLOSE)
             if self._conn.poll(30.0):
                 stats = pickle.loads(self._conn.recv_bytes())
-        self._child.join(10.0)
-        if self._child.is_alive():
-            self._child.kill()
-            self._child.join(2.0)
+        join_or_kill(self._child, 10.0)
         with contextlib.suppress(OSError):
             self._conn.close()
         if stats is None:
