@@ -29,7 +29,7 @@ from rich.table import Table
 
 from telesurg.dashboard import attach_dashboard
 from telesurg.dashboard.sample_feed import SampleRobotSite
-from telesurg.realtime import ROBOT_LINK_PRIORITY, SERVO_PRIORITY, request_realtime, thread_realtime
+from telesurg.realtime import ROBOT_LINK_PRIORITY, SERVO_PRIORITY, request_realtime
 from telesurg.tap import Tap
 
 SWITCH_INTERVAL_S = 0.0002  # robot/servo.py's
@@ -87,7 +87,7 @@ def main() -> int:
     tap = Tap("casablanca-robot")
     feed = SampleRobotSite(tap, video_replay_s=8.0).start()  # encoded up front: a site encodes in a child process
     # the feed's thread stands for the robot's link and servo threads, which publish under SCHED_FIFO
-    thread_realtime(feed._thread, ROBOT_LINK_PRIORITY)
+    request_realtime(ROBOT_LINK_PRIORITY, feed._thread)
     ticker = Ticker()
     ticker.start()
     time.sleep(2.0)

@@ -40,29 +40,20 @@ EMULATOR_PRIORITY = 30  # the demo's WAN emulator: a real network does not slow 
 GIL_SHARER_PRIORITY = 1
 
 
-def request_realtime(priority: int) -> bool:
-    """Put the calling thread under SCHED_FIFO at `priority` (needs CAP_SYS_NICE or root).
+def request_realtime(priority: int, thread: threading.Thread | None = None) -> bool:
+    """Put the calling thread (or `thread`, another started thread of this process) under SCHED_FIFO
+    at `priority` (needs CAP_SYS_NICE or root).
 
     Where the system refuses (an ordinary user, another OS), the thread runs as before and the
     refusal is logged; callers report whether they got it."""
+    tid = 0 if thread is None else thread.native_id
+    if tid is None:  # not started
+        return False
     try:
         policy = os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0)
-        os.sched_setscheduler(0, policy, os.sched_param(priority))
+        os.sched_setscheduler(tid, policy, os.sched_param(priority))
     except (AttributeError, OSError) as exc:
         log.info("real-time scheduling not available (%s); running with normal priority", exc)
-        return False
-    return True
-
-
-def thread_realtime(thread: threading.Thread, priority: int) -> bool:
-    """`request_realtime` for another (started) thread of this process, by its native id."""
-    if thread.native_id is None:
-        return False
-    try:
-        policy = os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0)
-        os.sched_setscheduler(thread.native_id, policy, os.sched_param(priority))
-    except (AttributeError, OSError) as exc:
-        log.info("real-time scheduling not available for thread %s (%s)", thread.name, exc)
         return False
     return True
 

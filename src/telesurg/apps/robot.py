@@ -226,10 +226,12 @@ class RobotSite:
         if self.tap.active:
             self.tap.publish(Topic.COMMAND_DECISION, now, CommandJudged(cmd, sender, link_seq, offset,
                                                                         decision.outcome.value, decision.reason))
+        if not decision.accepted:
+            return
         view = self.room.by_key.get(sender)
         # the reported one-way delay uses the best estimate, not the safe-side offset the supervisor used
         estimate = offset if view is None else view.link.clock_offset()
-        if decision.accepted and estimate is not None:
+        if estimate is not None:
             latency = 1000.0 * (now - (cmd.t_sent - estimate))
             self.latency_ms.add(latency)
             if view is not None:

@@ -123,11 +123,6 @@ class LinkHub:
         core = self._latest() if sid is None else self._cores.get(sid)
         return core.clock_offset() if core is not None else None
 
-    def freshness_offset(self, sid: int | None = None) -> float | None:
-        """The offset to judge session `sid`'s commands with (`LinkCore.freshness_offset`)."""
-        core = self._latest() if sid is None else self._cores.get(sid)
-        return core.freshness_offset() if core is not None else None
-
     def path_stats(self, sid: int | None = None) -> dict[str, PathStats]:
         """Per-path figures of session `sid` (None: the most recent); idle figures when there is none."""
         core = self._latest() if sid is None else self._cores.get(sid)

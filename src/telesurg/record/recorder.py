@@ -38,13 +38,12 @@ from telesurg.child_process import join_or_kill
 from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime, unpin
 from telesurg.record.portable import from_portable, to_portable
 from telesurg.record.writer import FLUSH_INTERVAL_S, RecordWriter
-from telesurg.tap import Tap
+from telesurg.tap import GIL_SLICE, Tap
 
 log = logging.getLogger(__name__)
 
 RECORD_QUEUE = 200_000  # ~40 s of a robot site's records (1 kHz commands, decisions and servo ticks)
 POLL_S = 0.01
-SLICE = 8  # records pickled per GIL hold (~20 us); then the GIL is handed over (see _forward)
 WRITER_NICENESS = 10  # below the sites' own threads: the recording gives way first
 _CLOSE = b"close"
 
@@ -174,8 +173,8 @@ class Recorder:
         # (sleep(0)) in between, and the servo thread waits ~20 us at most for this thread, not 0.2 ms.
         # The pickles go in one write per poll (one wake-up of the writer process, not one per slice).
         parts = []
-        for start in range(0, max(len(records), 1), SLICE):
-            part = [to_portable(r) for r in records[start:start + SLICE]]
+        for start in range(0, max(len(records), 1), GIL_SLICE):
+            part = [to_portable(r) for r in records[start:start + GIL_SLICE]]
             try:
                 parts.append(pickle.dumps((part, drops), protocol=pickle.HIGHEST_PROTOCOL))
             except Exception:  # noqa: BLE001 - an odd payload: send the others, count it
