@@ -104,16 +104,21 @@ def start_pools(endpoint: str, count: int, work: Path, log: Any, solo_last: bool
     return pools
 
 
+def site_pair(work: Path) -> tuple[Path, Path, str]:
+    """A fresh robot/console site pair in `work` (new keys, free ports) and a free router endpoint."""
+    ports = free_udp_ports(4)
+    robot_toml, tomls = write_sites(work, robot_ports=tuple(ports[:2]), console_ports=[tuple(ports[2:4])],
+                                    overwrite=True)
+    return robot_toml, tomls[0], f"tcp/127.0.0.1:{free_tcp_port()}"
+
+
 def run_once(config: str, seconds: float, size: str, fanout_cpus: str | None, site_cpus: str | None) -> dict[str, Any]:
     broadcast = config != "off"
     observers = {"off": 0, "stall": 10, "router-kill": 10}.get(config)
     observers = int(config) if observers is None else observers
     with tempfile.TemporaryDirectory(prefix="telesurg-observers-") as tmp:
         work = Path(tmp)
-        ports = free_udp_ports(4)
-        robot_toml, tomls = write_sites(work, robot_ports=tuple(ports[:2]), console_ports=[tuple(ports[2:4])],
-                                        overwrite=True)
-        endpoint = f"tcp/127.0.0.1:{free_tcp_port()}"
+        robot_toml, console_toml, endpoint = site_pair(work)
         log = (work / "aux.log").open("w")
         robot_log = (work / "robot.log").open("w")
         reports = {"robot": work / "robot.json", "lead": work / "console.json"}
@@ -129,7 +134,7 @@ def run_once(config: str, seconds: float, size: str, fanout_cpus: str | None, si
                 "--video-size", size, "--idle-poll", *(["--cpus", site_cpus] if site_cpus else []),
                 *(["--broadcast", endpoint] if broadcast else [])])
             processes["robot"] = subprocess.Popen(robot_cmd, stdout=robot_log, stderr=subprocess.STDOUT)
-            lead = site_command("console", tomls[0], reports["lead"],
+            lead = site_command("console", console_toml, reports["lead"],
                                 ["--rings", "1", "--no-video", "--no-live", "--log-file", str(work / "lead.log"),
                                  *(["--cpus", site_cpus] if site_cpus else [])])
             processes["lead"] = subprocess.Popen(lead, stdout=log, stderr=subprocess.STDOUT)

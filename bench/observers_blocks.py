@@ -29,12 +29,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from telesurg.apps.emulated import free_udp_ports, site_command
-from telesurg.apps.init import write_sites
-from telesurg.broadcast.site_options import free_tcp_port
+from telesurg.apps.emulated import site_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from observers import VIDEO_FPS, cpu_placement, start_pools, start_router, stop_process  # noqa: E402
+from observers import VIDEO_FPS, cpu_placement, site_pair, start_pools, start_router, stop_process  # noqa: E402
 
 TARGET_RATIO = 1.2
 
@@ -46,10 +44,7 @@ def p99_us(values: np.ndarray) -> float:
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="telesurg-obs-blocks-") as tmp:
         work = Path(tmp)
-        ports = free_udp_ports(4)
-        robot_toml, tomls = write_sites(work, robot_ports=tuple(ports[:2]), console_ports=[tuple(ports[2:4])],
-                                        overwrite=True)
-        endpoint = f"tcp/127.0.0.1:{free_tcp_port()}"
+        robot_toml, console_toml, endpoint = site_pair(work)
         trace_file, following = work / "servo.npy", work / "following"
         log = (work / "aux.log").open("w")
         blocks: list[tuple[str, float, float]] = []
@@ -62,7 +57,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 "--video-source", "test-pattern", "--video-fps", str(VIDEO_FPS), "--video-size", args.size,
                 "--idle-poll", "--broadcast", endpoint, "--servo-trace", str(trace_file), *on_site_cpus]),
                 stdout=log, stderr=subprocess.STDOUT)
-            processes["lead"] = subprocess.Popen(site_command("console", tomls[0], work / "console.json", [
+            processes["lead"] = subprocess.Popen(site_command("console", console_toml, work / "console.json", [
                 "--rings", str(args.rings), "--no-video", "--no-live", "--following-file", str(following),
                 *on_site_cpus]),
                 stdout=log, stderr=subprocess.STDOUT)
