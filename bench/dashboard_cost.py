@@ -1,6 +1,6 @@
 """What the dashboard costs a 1 kHz thread in the same process (the robot's servo loop, the console's ticker).
 
-    python bench/dashboard_cost.py [--rounds 3] [--block 5] [--json F]
+    python bench/dashboard_cost.py [--rounds 3] [--block 5] [--idle-poll] [--no-picture] [--json F]
 
 One process, as a robot site is: a scripted robot site publishes real records into the tap
 (dashboard/sample_feed.py: 2,000 CommandJudged/s, 100 Hz telemetry, 4 Hz path figures, H.264 stereo
@@ -29,6 +29,7 @@ from rich.table import Table
 
 from telesurg.dashboard import attach_dashboard
 from telesurg.dashboard.sample_feed import SampleRobotSite
+from telesurg.idle_poll import KeepCpusAwake
 from telesurg.realtime import ROBOT_LINK_PRIORITY, SERVO_PRIORITY, request_realtime
 from telesurg.tap import Tap
 
@@ -80,10 +81,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--block", type=float, default=5.0, help="seconds per block")
+    parser.add_argument("--no-picture", action="store_true",
+                        help="the dashboard without its endoscope picture (separates the decoding's share)")
+    parser.add_argument("--idle-poll", action="store_true",
+                        help="keep idle CPUs awake, as `telesurg demo` and the observers bench do (telesurg/idle_poll.py)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     console = Console()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    awake = KeepCpusAwake() if args.idle_poll else None
+    if awake is not None and not awake.start():
+        console.print("[yellow]--idle-poll: could not keep the CPUs awake; measuring without")
     tap = Tap("casablanca-robot")
     feed = SampleRobotSite(tap, video_replay_s=8.0).start()  # encoded up front: a site encodes in a child process
     # the feed's thread stands for the robot's link and servo threads, which publish under SCHED_FIFO
@@ -91,14 +99,14 @@ def main() -> int:
     ticker = Ticker()
     ticker.start()
     time.sleep(2.0)
-    cpu: dict[str, list[float]] = {"dashboard": []}
+    cpu: dict[str, list[float]] = {"dashboard": [], "feed": []}
     try:
         for round_ in range(args.rounds):
             console.print(f"round {round_ + 1}/{args.rounds}")
             ticker.label = "no dashboard"
             time.sleep(args.block)
             ticker.label = STARTING
-            server = attach_dashboard(tap, "127.0.0.1:0", role="robot")
+            server = attach_dashboard(tap, "127.0.0.1:0", role="robot", video=not args.no_picture)
             time.sleep(OPENING_S)
             ticker.label = OPENING
             page = subprocess.Popen([sys.executable, "-c", PAGE, server.url + "ws"])
@@ -107,12 +115,15 @@ def main() -> int:
             time.sleep(args.block)
             page.terminate()
             page.wait()
-            cpu["dashboard"].append(100 * (server.cpu_s + (server.preview.cpu_s if server.preview else 0)) / args.block)
+            cpu["dashboard"].append(100 * server.cpu_s / args.block)
+            cpu["feed"].append(100 * server.feed_cpu_s / args.block)
             ticker.label = "closing"
             server.close()
     finally:
         ticker.stop()
         feed.close()
+        if awake is not None:
+            awake.stop()
     table = Table(title="1 kHz loop lateness, same process (2-vCPU VM)")
     for column in ("condition", "periods", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "> 2 ms"):
         table.add_column(column, justify="right" if column != "condition" else "left")
@@ -128,10 +139,14 @@ def main() -> int:
     console.print(table)
     base, board = results["no dashboard"], results["dashboard + 1 page"]
     console.print(f"p99 ratio {board['p99_us'] / base['p99_us']:.2f}x, max ratio {board['max_us'] / base['max_us']:.2f}x; "
-                  f"dashboard threads {np.mean(cpu['dashboard']):.1f} % of a core (loop + preview); "
-                  f"1 kHz loop {'SCHED_FIFO' if ticker.realtime else 'normal priority (SCHED_FIFO refused)'}")
+                  f"dashboard {np.mean(cpu['dashboard']):.1f} % of a core (its process + the feed thread), of which the "
+                  f"feed thread in this process {np.mean(cpu['feed']):.1f} %; "
+                  f"1 kHz loop {'SCHED_FIFO' if ticker.realtime else 'normal priority (SCHED_FIFO refused)'}; "
+                  f"idle CPUs {'kept awake' if awake is not None and awake.method else 'halting'}")
     results["dashboard_cpu_pct"] = float(np.mean(cpu["dashboard"]))
+    results["feed_thread_cpu_pct"] = float(np.mean(cpu["feed"]))
     results["loop_realtime"] = ticker.realtime
+    results["idle_poll"] = bool(awake is not None and awake.method)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

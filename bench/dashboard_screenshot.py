@@ -91,17 +91,17 @@ def main() -> int:
         with Progress(console=console, transient=True) as progress:
             half = args.seconds / 2
             task = progress.add_task("dashboard, no page open", total=args.seconds)
-            cpu0, vid0, wall0 = server.cpu_s, server.preview.cpu_s if server.preview else 0.0, time.monotonic()
+            cpu0, feed0, wall0 = server.cpu_s, server.feed_cpu_s, time.monotonic()
             _wait(progress, task, half)
-            results["idle"] = _cpu(server, cpu0, vid0, wall0)
+            results["idle"] = _cpu(server, cpu0, feed0, wall0)
             driver = open_browser(profile)
             try:
                 driver.get(server.url)
                 progress.update(task, description="dashboard, one page open")
                 _wait(progress, task, 3.0)  # the page loads, the decoder starts at the next intra refresh
-                cpu0, vid0, wall0 = server.cpu_s, server.preview.cpu_s if server.preview else 0.0, time.monotonic()
+                cpu0, feed0, wall0 = server.cpu_s, server.feed_cpu_s, time.monotonic()
                 _wait(progress, task, half - 3.0)
-                results["page_open"] = _cpu(server, cpu0, vid0, wall0)
+                results["page_open"] = _cpu(server, cpu0, feed0, wall0)
                 args.png.parent.mkdir(parents=True, exist_ok=True)
                 from selenium.webdriver.common.by import By
 
@@ -132,8 +132,9 @@ def main() -> int:
                   f"({costs['dashboard subscribed'] / costs['no subscriber']:.2f}x)")
     for phase in ("idle", "page_open"):
         r = results[phase]
-        table.add_row(f"dashboard loop thread CPU, {phase.replace('_', ' ')}", f"{r['loop_pct']:.2f} % of a core")
-        table.add_row(f"preview thread CPU, {phase.replace('_', ' ')}", f"{r['video_pct']:.2f} % of a core")
+        table.add_row(f"dashboard process CPU (page, figures, picture), {phase.replace('_', ' ')}",
+                      f"{r['dashboard_pct']:.2f} % of a core")
+        table.add_row(f"its feed thread in the site's process, {phase.replace('_', ' ')}", f"{r['feed_pct']:.2f} % of a core")
     table.add_row("records consumed", f"{results['records_per_s']:.0f} /s")
     console.print(table)
     console.print(f"screenshot: {args.png}")
@@ -153,11 +154,11 @@ def _wait(progress: Progress, task: Any, seconds: float) -> None:
         progress.advance(task, min(0.5, left))
 
 
-def _cpu(server: Any, cpu0: float, vid0: float, wall0: float) -> dict[str, float]:
+def _cpu(server: Any, cpu0: float, feed0: float, wall0: float) -> dict[str, float]:
     wall = time.monotonic() - wall0
-    video = (server.preview.cpu_s - vid0) if server.preview else 0.0
-    return {"loop_pct": round(100 * (server.cpu_s - cpu0) / wall, 2), "video_pct": round(100 * video / wall, 2),
-            "seconds": round(wall, 1)}
+    feed = server.feed_cpu_s - feed0
+    return {"dashboard_pct": round(100 * (server.cpu_s - cpu0 - feed) / wall, 2),
+            "feed_pct": round(100 * feed / wall, 2), "seconds": round(wall, 1)}
 
 
 if __name__ == "__main__":

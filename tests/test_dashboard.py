@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -21,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from telesurg.dashboard import BindError, attach_dashboard, demo_flags, parse_bind
 from telesurg.dashboard.access import AccessPolicy
+from telesurg.dashboard.process import DashboardFeed
 from telesurg.dashboard.sample_feed import SampleRobotSite
-from telesurg.dashboard.server import DashboardServer
 from telesurg.dashboard.video import PreviewCore
 from telesurg.link.events import PathStateChanged
 from telesurg.link.paths import PathState, PathStats
@@ -51,7 +53,7 @@ def telemetry(t: float, holds: int = 0) -> Telemetry:
 
 
 @pytest.fixture
-def robot_dashboard() -> Iterator[tuple[Tap, DashboardServer]]:
+def robot_dashboard() -> Iterator[tuple[Tap, DashboardFeed]]:
     tap = Tap("casablanca-robot")
     server = attach_dashboard(tap, "127.0.0.1:0", role="robot", video=False)
     yield tap, server
@@ -66,7 +68,7 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def scrape(server: DashboardServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(server: DashboardFeed) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     status, body = get(server.url + "metrics")
     assert status == 200
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -108,7 +110,7 @@ def test_bind_values_and_their_errors() -> None:
         demo_flags(":0")
 
 
-def test_metrics_from_real_records(robot_dashboard: tuple[Tap, DashboardServer]) -> None:
+def test_metrics_from_real_records(robot_dashboard: tuple[Tap, DashboardFeed]) -> None:
     tap, server = robot_dashboard
     tiny = tap.subscribe("recorder", capacity=1)  # a stalled consumer: its losses must show in /metrics
     now = tap.clock()
@@ -161,7 +163,7 @@ def test_console_delay_comes_from_telemetry() -> None:
         server.close()
 
 
-def test_event_stream_sends_the_model_then_what_changes(robot_dashboard: tuple[Tap, DashboardServer]) -> None:
+def test_event_stream_sends_the_model_then_what_changes(robot_dashboard: tuple[Tap, DashboardFeed]) -> None:
     tap, server = robot_dashboard
     tap.publish(Topic.PATHS, tap.clock(), {CONSOLE: {"A": stats(200.0)}})
     assert wait_for(lambda: json.loads(get(server.url + "api/state")[1])["paths"])  # drained into the model
@@ -225,7 +227,40 @@ def test_requests_from_outside_the_allowed_networks_get_403() -> None:
         default.close()
 
 
-def test_port_in_use_is_a_clear_error(robot_dashboard: tuple[Tap, DashboardServer]) -> None:
+def test_a_stopped_or_killed_dashboard_process_never_holds_up_the_site() -> None:
+    """The page runs in a process of its own: stopped (SIGSTOP), the site's publishes still return and
+    the tap drops and counts what the dashboard cannot take; resumed, /metrics shows those drops; killed,
+    the site publishes on and closing it returns."""
+    tap = Tap("casablanca-robot")
+    server = attach_dashboard(tap, "127.0.0.1:0", role="robot", video=False)
+    child = server._child
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        now = tap.clock()
+        for seq in range(60_000):  # ~30 s of a robot's judged commands: more than the queue and the pipe hold
+            tap.publish(Topic.COMMAND_DECISION, now, judged(seq, now - 0.35, -0.25))
+        assert wait_for(lambda: server.subscription.dropped_total() > 0)
+        os.kill(child.pid, signal.SIGCONT)
+        key = ("telesurg_tap_dropped_total", (("subscriber", "dashboard"), ("topic", str(Topic.COMMAND_DECISION))))
+        applied = ("telesurg_commands_judged_total", (("outcome", "applied"),))
+
+        def accounted() -> dict | None:  # every record shown or counted as dropped
+            m = scrape(server)
+            return m if m.get(key, 0) + m.get(applied, 0) == 60_000 else None
+
+        m = wait_for(accounted, timeout=10.0)
+        assert m and m[key] > 0 and m[applied] >= 16_384
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(5.0)
+        for seq in range(1000):
+            tap.publish(Topic.COMMAND_DECISION, tap.clock(), judged(seq, now, -0.25))
+    finally:
+        started = time.monotonic()
+        server.close()
+    assert time.monotonic() - started < 8.0 and not child.is_alive()
+
+
+def test_port_in_use_is_a_clear_error(robot_dashboard: tuple[Tap, DashboardFeed]) -> None:
     tap, server = robot_dashboard
     with pytest.raises(OSError, match=f"dashboard: cannot serve on 127.0.0.1:{server.port}"):
         attach_dashboard(Tap("other"), f"127.0.0.1:{server.port}", video=False)

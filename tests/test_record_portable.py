@@ -1,13 +1,14 @@
-"""The records the recorder sends to its writer process come back as the site's own objects."""
+"""The records the recorder and the dashboard send to their processes come back as the site's own objects."""
 
 from __future__ import annotations
 
+import io
 import pickle
 
 import numpy as np
 
 from telesurg.messages import ArmId, ArmTelemetry, ServoCommand, Telemetry
-from telesurg.record.portable import from_portable, to_portable
+from telesurg.record.portable import from_portable, pickled_in_slices, to_portable, unpickled_slices
 from telesurg.robot.driver import ArmOperatingState, OperatingState, Pose
 from telesurg.tap import CommandJudged, CommandReceived, Topic
 
@@ -58,3 +59,16 @@ def test_telemetry_and_other_records_pass_unchanged_and_a_damaged_one_is_left_fo
     assert _through_the_pipe(video) == video
     damaged = (str(Topic.COMMAND_DECISION), 9.0, (b"\x01\x02", "console#3", 1, None, "applied", ""))
     assert from_portable(damaged) == damaged
+
+
+def test_slices_come_back_in_order_and_an_unpicklable_record_is_counted_not_fatal() -> None:
+    records = [(Topic.COMMAND_DECISION, 10.0 + i, CommandJudged(CMD, "console#3", i, -0.01, "applied", ""))
+               for i in range(19)]
+    records.insert(11, (Topic.ALARM, 10.5, {"callback": lambda: None}))  # a payload pickle refuses
+    data, lost = pickled_in_slices(records, {"drops": 2})
+    back = list(unpickled_slices(io.BytesIO(data)))
+    assert lost == 1
+    assert len(back) == 3 and all(extra == {"drops": 2} for _, extra in back)  # 20 records, 8 a slice
+    rebuilt = [record for part, _ in back for record in part]
+    assert rebuilt == [r for r in records if r[0] != Topic.ALARM]
+    assert pickled_in_slices([])[1] == 0 and list(unpickled_slices(io.BytesIO(pickled_in_slices([])[0]))) == [([], None)]

@@ -1,7 +1,7 @@
 """Web dashboard and Prometheus `/metrics` of a site, fed by its tap (see server.py).
 
-`attach_dashboard(tap, "127.0.0.1:8080", site_name=..., role=...)` serves both on a thread of its
-own; `add_arguments`/`from_args` give the sites their `--dashboard [HOST:]PORT` and
+`attach_dashboard(tap, "127.0.0.1:8080", site_name=..., role=...)` serves both from a process of its
+own, fed by one thread of the site (dashboard/process.py); `add_arguments`/`from_args` give the sites their `--dashboard [HOST:]PORT` and
 `--dashboard-allow CIDR` options.
 """
 
@@ -13,17 +13,19 @@ from typing import TYPE_CHECKING
 from telesurg.dashboard.access import BindError, parse_bind
 
 if TYPE_CHECKING:
-    from telesurg.dashboard.server import DashboardServer
+    from telesurg.dashboard.process import DashboardFeed
     from telesurg.tap import Tap
 
 __all__ = ["BindError", "add_arguments", "attach_dashboard", "demo_flags", "from_args", "parse_bind"]
 
 
 def attach_dashboard(tap: Tap, bind: str, *, site_name: str | None = None, role: str | None = None,
-                     video: bool = True, allow: list[str] | None = None) -> DashboardServer:
-    from telesurg.dashboard.server import attach_dashboard as attach
+                     video: bool = True, allow: list[str] | None = None) -> DashboardFeed:
+    """Serve the site's dashboard and /metrics from the tap; returns the running handle (`.url`,
+    `.close()`, `.set_observers(n)`). Raises `BindError` (bad value) or `OSError` (cannot serve)."""
+    from telesurg.dashboard.process import DashboardFeed
 
-    return attach(tap, bind, site_name=site_name, role=role, video=video, allow=allow)
+    return DashboardFeed(tap, bind, site_name=site_name, role=role, video=video, allow=allow).start()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def from_args(args: argparse.Namespace, tap: Tap, *, site_name: str, role: str,
-              video: bool = True) -> DashboardServer | None:
+              video: bool = True) -> DashboardFeed | None:
     """Start the dashboard if `--dashboard` was given and print its URL. A bad value or a port in use
     ends the command with a one-line message (SystemExit), before the site starts."""
     if not getattr(args, "dashboard", None):

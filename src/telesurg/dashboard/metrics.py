@@ -10,7 +10,7 @@ own `CollectorRegistry` (never the process-global one), so several sites or test
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -23,17 +23,23 @@ from telesurg.dashboard.model import (
     peer_identity,
     telemetry_delay_s,
 )
-from telesurg.tap import Tap, Topic
+from telesurg.tap import Topic
 
 # seconds; includes the DESIGN.md thresholds (100 ms no loss, 200 ideal, 300 suitable, 500 tiring, 800 rejected)
 DELAY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.8, 1.0, 2.0)
 PATH_STATES = ("up", "degraded", "down")
 
 
+class TapFigures(Protocol):
+    """The tap's subscriber figures (`Tap.stats()`, or the dashboard process's copy of them)."""
+
+    def stats(self) -> dict[str, dict[str, Any]]: ...
+
+
 class SiteMetrics:
     """Prometheus registry of one site; `apply(topic, t, payload)` on the dashboard thread."""
 
-    def __init__(self, model: DashboardModel, tap: Tap, role: str | None) -> None:
+    def __init__(self, model: DashboardModel, tap: TapFigures, role: str | None) -> None:
         self.model = model
         self.tap = tap
         self.role = role

@@ -1,11 +1,11 @@
-"""The dashboard's web server: aiohttp on a thread and event loop of its own, fed by one tap subscription.
+"""The dashboard's web server: aiohttp on the event loop of the dashboard's process, fed with the
+site's tap records over a pipe (dashboard/process.py runs it and feeds it).
 
-Why its own thread and loop: the site's link loop and 1 kHz threads must never wait for a browser.
-The tap hands records over without blocking (a full queue drops and counts); this loop drains them
-10 times a second, updates the page model and the Prometheus figures, and pushes a small JSON update
-to each open page 4 times a second over a WebSocket (a slow page simply gets fewer, larger updates:
-each client keeps only the time of the last update it was sent). Video has its own subscription and
-thread (dashboard/video.py) so a burst of video never crowds out the figures.
+Records arrive ~10 times a second (`feed`); they update the page model and the Prometheus figures,
+and a small JSON update goes to each open page 4 times a second over a WebSocket (a slow page simply
+gets fewer, larger updates: each client keeps only the time of the last update it was sent). Video
+records go to the preview's own thread (dashboard/video.py), so a burst of decoding never crowds out
+the figures.
 
 Routes: `/` page, `/static/*` its script and style, `/ws` live updates (JSON text, JPEG binary),
 `/metrics` Prometheus, `/frame.jpg` latest picture, `/api/state` the page model as JSON.
@@ -18,9 +18,8 @@ import collections
 import contextlib
 import json
 import logging
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +28,45 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from telesurg.dashboard.access import AccessPolicy, Bind, parse_bind
 from telesurg.dashboard.metrics import SiteMetrics
-from telesurg.dashboard.model import TOPICS, DashboardModel
+from telesurg.dashboard.model import DashboardModel
 from telesurg.dashboard.video import VideoPreview
-from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime
-from telesurg.tap import Tap, Topic, handing_over
+from telesurg.tap import TapRecord, Topic
 
 log = logging.getLogger("telesurg.dashboard")
 STATIC = Path(__file__).with_name("static")
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
-RECORDS_QUEUE = 16_384  # ~7 s of a robot's records at 2.2 k/s: a stalled dashboard loses figures, never blocks
-# ~2 s of 15 fps stereo at 2.5 Mbit/s, ~2 MB at most: the robot publishes one batch per eye and frame,
-# the console one record per payload as they arrive
-VIDEO_QUEUE = {"robot": 64, "console": 2048}
-OVERLAP_S = 2.0
-HISTORY_CHUNK = 200  # points per history message of a new page  # an update repeats this much of the past (records reach the model slightly out of order)
+OVERLAP_S = 2.0  # an update repeats this much of the past (records reach the model slightly out of order)
+HISTORY_CHUNK = 200  # points per history message of a new page
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; connect-src 'self'; "
                                "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
 }
+_VIDEO = str(Topic.VIDEO)
+
+
+class SiteView:
+    """What the dashboard knows of its site, in another process: its name, wall-clock offset, its
+    clock (the latest value the feed sent, advanced by this process's monotonic clock since) and the
+    tap's subscriber figures (as last sent)."""
+
+    def __init__(self, site: str, wall_offset: float, clock_now: float) -> None:
+        self.site = site
+        self.wall_offset = wall_offset
+        self._clock_at = (clock_now, time.monotonic())
+        self._stats: dict[str, dict[str, Any]] = {}
+
+    def update(self, clock_now: float, stats: dict[str, dict[str, Any]] | None) -> None:
+        self._clock_at = (clock_now, time.monotonic())
+        if stats is not None:
+            self._stats = stats
+
+    def clock(self) -> float:
+        site_now, here = self._clock_at
+        return site_now + time.monotonic() - here
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return self._stats
 
 
 class _Client:
@@ -60,80 +79,55 @@ class _Client:
 
 
 class DashboardServer:
-    """`start()` serves until `close()`; `url` is where to point a browser; `set_observers(n)` for the
-    broadcast part. Records flow tap -> this thread only."""
+    """Serves one site's page and /metrics on the running event loop: `await serve(ready, stop)`;
+    `feed(records)` on the loop as records arrive. Not thread-safe: everything but the preview's
+    thread runs on the loop."""
 
-    def __init__(self, tap: Tap, bind: Bind | str, *, site_name: str | None = None, role: str | None = None,
+    def __init__(self, site: SiteView, bind: Bind | str, *, role: str | None = None, site_name: str | None = None,
                  video: bool = True, allow: list[str] | None = None, hosts: tuple[str, ...] = (),
-                 push_hz: float = 4.0, drain_hz: float = 10.0, preview_fps: float = 4.0) -> None:
-        self.tap = tap
+                 push_hz: float = 4.0, preview_fps: float = 4.0) -> None:
+        self.site = site
         self.bind = parse_bind(bind) if isinstance(bind, str) else bind
         self.policy = AccessPolicy.for_bind(self.bind, allow, hosts)
-        self.model = DashboardModel(site_name or tap.site, tap.wall_offset, role=role)
-        self.metrics = SiteMetrics(self.model, tap, role)
-        self.push_s, self.drain_s = 1.0 / push_hz, 1.0 / drain_hz
-        topics = [t for t in TOPICS if t != Topic.VIDEO]
-        self.subscription = tap.subscribe("dashboard", RECORDS_QUEUE, topics)
-        self.preview: VideoPreview | None = None
-        if video:
-            queue = VIDEO_QUEUE.get(role or "", max(VIDEO_QUEUE.values()))
-            self.preview = VideoPreview(tap.subscribe("dashboard-video", queue, [Topic.VIDEO]),
-                                        self._on_video, preview_fps=preview_fps)
+        self.model = DashboardModel(site_name or site.site, site.wall_offset, role=role)
+        self.metrics = SiteMetrics(self.model, site, role)
+        self.push_s = 1.0 / push_hz
+        self.preview = VideoPreview(self._on_video, site.clock, preview_fps=preview_fps) if video else None
         self.jpeg: bytes | None = None
         self._video_frames: collections.Counter[str] = collections.Counter()
         self._video_freezes: collections.Counter[str] = collections.Counter()
         self.port = self.bind.port
-        self.cpu_s = 0.0
         self.records = 0
+        self.feed_cpu_s = 0.0  # the site's feeding thread (reported by the site)
         self._clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._thread_main, name="dashboard", daemon=True)
 
     @property
-    def url(self) -> str:
-        return f"http://{self.bind.url_host}:{self.port}/"
+    def clients(self) -> int:
+        return len(self._clients)
 
-    def start(self) -> DashboardServer:
-        self._thread.start()
-        self._ready.wait(15.0)
-        if self._error is not None:
-            self.close()
-            raise OSError(f"dashboard: cannot serve on {self.bind.host}:{self.bind.port}: {self._error}")
-        if self.preview is not None:
-            self.preview.start()
-        return self
-
-    def close(self) -> None:
-        if self.preview is not None:
-            self.preview.close()
-            self.tap.unsubscribe(self.preview.subscription)
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(5.0)
-        self.tap.unsubscribe(self.subscription)
+    def feed(self, records: Iterable[TapRecord]) -> None:
+        """Records from the site (rebuilt from the pipe): the figures to the model and the metrics,
+        the VIDEO payloads to the preview's thread."""
+        model_apply, metrics_apply, video = self.model.apply, self.metrics.apply, []
+        for record in records:
+            topic, t, payload = record
+            self.records += 1
+            if topic == _VIDEO:
+                video.append(record)
+            else:
+                model_apply(topic, t, payload)
+                metrics_apply(topic, t, payload)
+        if video and self.preview is not None:
+            self.preview.offer(video)
 
     def set_observers(self, count: int) -> None:
-        """Read-only observers of the live broadcast (the Zenoh part sets this; any thread)."""
+        """Read-only observers of the live broadcast."""
         self.metrics.observers = int(count)
 
-    # -- the dashboard thread ----------------------------------------------------------------------
-    def _thread_main(self) -> None:
-        request_realtime(GIL_SHARER_PRIORITY)  # see realtime.py
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # surfaced by start(); never propagates into the site
-            self._error = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
+    async def serve(self, ready: Callable[[int | None, str | None], None], stop: asyncio.Event) -> None:
+        """Bind, call `ready(port, None)` (or `ready(None, error)` and return), serve until `stop`."""
         self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
         runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.bind.host, self.bind.port, reuse_address=True)
@@ -141,53 +135,49 @@ class DashboardServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            self._error = exc
-            self._ready.set()
+            ready(None, f"dashboard: cannot serve on {self.bind.host}:{self.bind.port}: {exc}")
             return
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        pump = asyncio.create_task(self._pump())
+        if self.preview is not None:
+            self.preview.start()
+        ready(self.port, None)
+        pusher = asyncio.create_task(self._push())
         try:
-            await self._stop.wait()
+            await stop.wait()
         finally:
-            pump.cancel()
+            pusher.cancel()
+            if self.preview is not None:
+                self.preview.close()
             for client in list(self._clients):
                 with contextlib.suppress(Exception):
                     await client.ws.close()
             await runner.cleanup()
 
-    async def _pump(self) -> None:
-        cpu0, next_push = time.thread_time(), 0.0
+    async def _push(self) -> None:
         while True:
-            await asyncio.sleep(self.drain_s)
-            model_apply, metrics_apply = self.model.apply, self.metrics.apply
-            records = self.subscription.drain()
-            for topic, t, payload in handing_over(records):
-                model_apply(topic, t, payload)
-                metrics_apply(topic, t, payload)
-            self.records += len(records)
-            now = time.monotonic()
-            if now >= next_push:
-                next_push = now + self.push_s
-                self.model.tick(self.tap.clock())
-                self.cpu_s = time.thread_time() - cpu0
-                self.model.extra = self._extra()
-                for client in self._clients:
-                    client.wake.set()
+            await asyncio.sleep(self.push_s)
+            self.model.tick(self.site.clock())
+            self.model.extra = self._extra()
+            for client in self._clients:
+                client.wake.set()
+
+    def cpu_s(self) -> float:
+        """This process's CPU time and the site's feeding thread's."""
+        return time.process_time() + self.feed_cpu_s
 
     def _extra(self) -> dict[str, Any]:
-        stats = self.tap.stats()
+        stats = self.site.stats()
         return {"tap": {"dropped": sum(sum(s["dropped"].values()) for s in stats.values()),
                         "subscribers": {n: {"queued": s["queued"], "dropped": sum(s["dropped"].values())}
                                         for n, s in stats.items()}},
                 "observers": self.metrics.observers, "clients": len(self._clients),
-                "dashboard": {"cpu_s": round(self.cpu_s, 3), "records": self.records,
+                "dashboard": {"cpu_s": round(self.cpu_s(), 3), "records": self.records,
                               "video_cpu_s": None if self.preview is None else round(self.preview.cpu_s, 3)}}
 
     def _on_video(self, jpeg: bytes | None, stats: dict[str, Any]) -> None:
-        """From the video thread: hop onto the loop (never touch the model from there)."""
+        """From the preview's thread: hop onto the loop (never touch the model from there)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -251,7 +241,7 @@ class DashboardServer:
         return web.Response(body=self.jpeg, content_type="image/jpeg")
 
     async def _state(self, request: web.Request) -> web.Response:
-        self.model.tick(self.tap.clock())
+        self.model.tick(self.site.clock())
         return web.json_response(self.model.view())
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
@@ -307,9 +297,3 @@ def _messages(view: dict[str, Any]) -> Iterator[str]:
             yield json.dumps({"type": "history", "kind": kind, "key": key,
                               "points": points[start:start + HISTORY_CHUNK]}, separators=(",", ":"))
 
-
-def attach_dashboard(tap: Tap, bind: str, *, site_name: str | None = None, role: str | None = None,
-                     video: bool = True, allow: list[str] | None = None) -> DashboardServer:
-    """Serve the site's dashboard and /metrics from the tap, on its own thread; returns the running
-    server (`.url`, `.close()`, `.set_observers(n)`). Raises `BindError` (bad value) or `OSError`."""
-    return DashboardServer(tap, bind, site_name=site_name, role=role, video=video, allow=allow).start()

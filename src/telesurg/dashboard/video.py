@@ -1,5 +1,6 @@
 """The endoscope picture for the dashboard: left eye rebuilt from the tap's VIDEO payloads, decoded,
-and re-encoded as JPEG at a few frames per second, in a process of its own (see VideoPreview).
+and re-encoded as JPEG at a few frames per second, on a thread of the dashboard's process (see
+VideoPreview and dashboard/process.py).
 
 Why not in the servo or link threads: H.264 frames depend on each other,
 so every access unit of the shown eye must be decoded even when the page shows one in four; that is
@@ -12,11 +13,7 @@ intra refresh (the decoder cannot start mid-wave); the site never sends a keyfra
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import multiprocessing as mp
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,9 +23,7 @@ from typing import Any
 import av
 from av.video.reformatter import VideoReformatter
 
-from telesurg.child_process import join_or_kill
-from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime, unpin
-from telesurg.tap import Subscription, TapRecord
+from telesurg.tap import TapRecord
 from telesurg.video.codec import DecodedFrame, VideoDecoder
 from telesurg.video.metrics import FREEZE_S
 from telesurg.video.packetizer import HEADER
@@ -39,7 +34,6 @@ SHOWN_STREAM = 0  # the left eye
 MAX_WIDTH = 640  # the preview is for recognising the scene, not for surgery
 JPEG_QSCALE = 5  # MJPEG quantiser (2 best .. 31 worst): ~25 KB for a 640x360 endoscope picture
 HOLD_S, MAX_WAIT_S = 0.07, 0.25
-PREVIEW_NICENESS = 10  # the picture for the room gives way to the sites' own work
 
 
 class PreviewCore:
@@ -146,73 +140,34 @@ class PreviewCore:
         return b"".join(bytes(p) for p in ctx.encode(frame))
 
 
-def _preview_process(conn: Any, preview_fps: float) -> None:
-    """Child process: (now, wanted, records) in, (jpeg or None, counts) out, until None or the pipe's end."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the site; it closes us
-    with contextlib.suppress(OSError):
-        os.nice(PREVIEW_NICENESS)
-    unpin()  # any CPU the sites leave, not only a pinned site's own
-    core = PreviewCore(preview_fps)
-    sent: dict[str, Any] = {"frames": collections.Counter(), "freezes": collections.Counter(), "bytes": 0}
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        if request is None:
-            return
-        now, wanted, records = request
-        if wanted != core.wanted:
-            core.set_wanted(wanted)
-        try:
-            jpeg = core.feed(records, now)
-        except Exception:  # a codec surprise loses the picture, never the dashboard
-            log.exception("dashboard video preview failed; restarting its decoder")
-            core.set_wanted(False)
-            jpeg = None
-        stats = {"frames": dict(core.frames - sent["frames"]), "freezes": dict(core.freezes - sent["freezes"]),
-                 "bytes": core.bytes - sent["bytes"], "fps": core.fps(now), "decoding": core.wanted,
-                 "decoded": core.decoded, "dropped": core.dropped, "jpegs": core.jpegs,
-                 "jpeg_ms": round(sorted(core.jpeg_ms)[len(core.jpeg_ms) // 2], 2) if core.jpeg_ms else None,
-                 "cpu_s": round(time.process_time(), 3)}
-        sent = {"frames": collections.Counter(core.frames), "freezes": collections.Counter(core.freezes),
-                "bytes": core.bytes}
-        try:
-            conn.send((jpeg, stats))
-        except (BrokenPipeError, OSError):
-            return
-
-
 class VideoPreview:
-    """Driver of `PreviewCore`, which runs in a child process: a thread of the site drains its own
-    bounded tap subscription every `poll_s`, hands the payloads over a pipe, and passes each new JPEG
-    and the counts to `deliver(jpeg_or_None, stats)` (called on this thread: the server hops to its loop).
+    """Driver of `PreviewCore` on a thread of the dashboard's process (dashboard/process.py): the
+    pipe's reader `offer`s the VIDEO records, and every `poll_s` this thread feeds them to the core
+    and passes each new JPEG and the counts to `deliver(jpeg_or_None, stats)` (the server hops to its
+    loop). PyAV holds the GIL while it decodes: here that delays only the dashboard's own loop, never
+    the site's threads, which run in another process."""
 
-    Why a process: PyAV holds the GIL while it decodes. Measured on the 2-vCPU VM (6 December), a
-    thread decoding 720p H.264 beside a 1 kHz loop raised the loop's p99 lateness from 77 to 1,069 µs;
-    the same decoding in another process left it at 74 µs. The site's thread only moves bytes."""
-
-    def __init__(self, subscription: Subscription, deliver: Callable[[bytes | None, dict[str, Any]], None],
-                 *, preview_fps: float = 4.0, poll_s: float = 0.05) -> None:
-        self.subscription = subscription
-        self._preview_fps = preview_fps
+    def __init__(self, deliver: Callable[[bytes | None, dict[str, Any]], None], clock: Callable[[], float],
+                 *, preview_fps: float = 4.0, poll_s: float = 0.05, capacity: int = 2048) -> None:
+        self.core = PreviewCore(preview_fps)
         self._deliver = deliver
+        self._clock = clock
         self._poll_s = poll_s
+        self._pending: collections.deque[TapRecord] = collections.deque(maxlen=capacity)
+        self.lost = 0  # records that waited too long (the decoder far behind): counted, never waited for
         self._wanted_until = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-video", daemon=True)
-        self._conn: Any = None
-        self._child: Any = None
-        self.cpu_s = 0.0  # this thread's and the child's
+        self.cpu_s = 0.0
 
     def start(self) -> None:
-        context = mp.get_context("spawn")  # a clean interpreter: no inherited threads or codec state
-        self._conn, child_end = context.Pipe()
-        self._child = context.Process(target=_preview_process, args=(child_end, self._preview_fps),
-                                      name="telesurg-dashboard-video", daemon=True)
-        self._child.start()
-        child_end.close()
         self._thread.start()
+
+    def offer(self, records: Iterable[TapRecord]) -> None:
+        for record in records:
+            if len(self._pending) == self._pending.maxlen:
+                self.lost += 1
+            self._pending.append(record)
 
     def want(self, seconds: float) -> None:
         """Someone looks at the picture: keep decoding for at least `seconds` more."""
@@ -222,26 +177,28 @@ class VideoPreview:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(2.0)
-        if self._child is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self._conn.send(None)
-            join_or_kill(self._child, 2.0, kill_wait=1.0)
-            with contextlib.suppress(OSError):
-                self._conn.close()
 
     def _run(self) -> None:
-        request_realtime(GIL_SHARER_PRIORITY)  # see realtime.py
+        core, sent = self.core, {"frames": collections.Counter(), "freezes": collections.Counter(), "bytes": 0}
         cpu0 = time.thread_time()
         while not self._stop.wait(self._poll_s):
-            now = time.monotonic()
-            records = [("", t, batch) for _, t, batch in self.subscription.drain()]  # builtins: pickled in C
+            records = [self._pending.popleft() for _ in range(len(self._pending))]
+            wanted = time.monotonic() < self._wanted_until
+            if wanted != core.wanted:
+                core.set_wanted(wanted)
+            now = self._clock()
             try:
-                self._conn.send((now, now < self._wanted_until, records))
-                jpeg, stats = self._conn.recv()  # waits with the GIL released: the child decodes
-            except (EOFError, OSError, ValueError):
-                log.error("dashboard video preview process stopped (exit code %s); no picture from now on",
-                          self._child.exitcode if self._child is not None else None)
-                return
-            self.cpu_s = time.thread_time() - cpu0 + float(stats.get("cpu_s") or 0.0)
-            stats["cpu_s"] = round(self.cpu_s, 3)
+                jpeg = core.feed(records, now)
+            except Exception:  # a codec surprise loses the picture, never the dashboard
+                log.exception("dashboard video preview failed; restarting its decoder")
+                core.set_wanted(False)
+                jpeg = None
+            self.cpu_s = time.thread_time() - cpu0
+            stats = {"frames": dict(core.frames - sent["frames"]), "freezes": dict(core.freezes - sent["freezes"]),
+                     "bytes": core.bytes - sent["bytes"], "fps": core.fps(now), "decoding": core.wanted,
+                     "decoded": core.decoded, "dropped": core.dropped + self.lost, "jpegs": core.jpegs,
+                     "jpeg_ms": round(sorted(core.jpeg_ms)[len(core.jpeg_ms) // 2], 2) if core.jpeg_ms else None,
+                     "cpu_s": round(self.cpu_s, 3)}
+            sent = {"frames": collections.Counter(core.frames), "freezes": collections.Counter(core.freezes),
+                    "bytes": core.bytes}
             self._deliver(jpeg, stats)

@@ -36,9 +36,9 @@ from typing import Any
 
 from telesurg.child_process import join_or_kill
 from telesurg.realtime import GIL_SHARER_PRIORITY, request_realtime, unpin
-from telesurg.record.portable import from_portable, to_portable
+from telesurg.record.portable import pickled_in_slices, unpickled_slices
 from telesurg.record.writer import FLUSH_INTERVAL_S, RecordWriter
-from telesurg.tap import GIL_SLICE, Tap
+from telesurg.tap import Tap
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,8 @@ def _writer_process(conn: Any, kwargs: dict[str, Any], poll_s: float) -> None:
                 if data == _CLOSE:
                     closing = True
                 else:
-                    stream = io.BytesIO(data)
-                    while stream.tell() < len(data):  # one pickle per slice of records, back to back
-                        records, drops = pickle.load(stream)
-                        writer.write([from_portable(r) for r in records], drops)
+                    for records, drops in unpickled_slices(io.BytesIO(data)):
+                        writer.write(records, drops)
         except (EOFError, OSError):  # the site is gone: keep what it sent, close the file cleanly
             break
         writer.tick()
@@ -168,34 +166,14 @@ class Recorder:
             return
         if not records and not drops:
             return
-        # A C call such as pickle.dumps keeps the GIL to its end, and a waiting thread otherwise gets it
-        # only after the 0.2 ms switch interval: so pickle a few records at a time and hand the GIL over
-        # (sleep(0)) in between, and the servo thread waits ~20 us at most for this thread, not 0.2 ms.
-        # The pickles go in one write per poll (one wake-up of the writer process, not one per slice).
-        parts = []
-        for start in range(0, max(len(records), 1), GIL_SLICE):
-            part = [to_portable(r) for r in records[start:start + GIL_SLICE]]
-            try:
-                parts.append(pickle.dumps((part, drops), protocol=pickle.HIGHEST_PROTOCOL))
-            except Exception:  # noqa: BLE001 - an odd payload: send the others, count it
-                parts.append(pickle.dumps((self._picklable(part), drops), protocol=pickle.HIGHEST_PROTOCOL))
-            time.sleep(0)
+        data, lost = pickled_in_slices(records, drops)  # see portable.py: the GIL is handed over between slices
+        self.unpicklable += lost
         try:
-            self._conn.send_bytes(b"".join(parts))  # blocks only if the writer is far behind: the tap queue absorbs it
+            self._conn.send_bytes(data)  # blocks only if the writer is far behind: the tap queue absorbs it
             self.sent += len(records)
         except (OSError, ValueError):
             if self._child is not None and not self._child.is_alive():
                 self._child_died()
-
-    def _picklable(self, records: list[tuple[str, float, Any]]) -> list[tuple[str, float, Any]]:
-        kept = []
-        for record in records:
-            try:
-                pickle.dumps(record)
-                kept.append(record)
-            except Exception:  # noqa: BLE001
-                self.unpicklable += 1
-        return kept
 
     def _child_died(self) -> None:
         if self._final_stats is None:
