@@ -4,6 +4,7 @@ Datagrams in (with `now`, the path name and the source address), datagrams, even
 it never reads a clock or touches a socket. TLS 1.3 (mutual, allowlisted certificates) runs over a
 reliable channel sent on every path; the server then sends random per-session AES-GCM keys through
 TLS, and messages travel as sealed datagrams, each copied onto the paths, first copy delivered.
+The handshake and the session life cycle are handshake.py's SessionManager; the paths, paths.py's PathSet.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from telesurg.link.config import LinkConfig, LinkSettings
 from telesurg.link.events import Event, MessageClass, MessageReceived, PathStateChanged
 from telesurg.link.handshake import Outgoing, SessionManager
 from telesurg.link.keys import Identity
-from telesurg.link.paths import PathMonitor, PathState, PathStats, ProbeOutcome
+from telesurg.link.paths import PathMonitor, PathSet, PathState, PathStats, ProbeOutcome
 from telesurg.link.replay import ReplayWindow
 from telesurg.link.session import Addr, Session
 from telesurg.link.tls import make_context
@@ -42,7 +43,6 @@ _I_MSG, _I_PROBE, _I_PROBE_REPLY = int(wire.Inner.MSG), int(wire.Inner.PROBE), i
 _I_REL_DATA, _I_REL_ACK, _I_CLOSE = int(wire.Inner.REL_DATA), int(wire.Inner.REL_ACK), int(wire.Inner.CLOSE)
 _MSG_PACK = wire.MSG.pack
 _MSG_UNPACK = wire.MSG.unpack_from
-_DOWN = PathState.DOWN
 
 
 class LinkCore:
@@ -52,15 +52,14 @@ class LinkCore:
         self.identity = identity
         self.is_client = is_client
         self._rng = random.Random(seed)  # non-cryptographic choices only; keys always come from os.urandom
-        self._path_names: tuple[str, ...] = tuple(self.settings.path_names)
-        self._paths = {name: PathMonitor(name, self.settings) for name in self._path_names}
+        self._pathset = PathSet(self.settings.path_names, self.settings)
+        self._path_names, self._paths = self._pathset.names, self._pathset.monitors  # read per datagram
         self._events: deque[Event] = deque()
         self._out_control: list[Outgoing] = []
         self._out: list[Outgoing] = []  # never rebound: the session manager queues with its append
         self._video: deque[tuple[int, bytes]] = deque()
         self._seq = [0, 0, 0, 0]
         self._dedup = [ReplayWindow() for _ in MessageClass]
-        # (rtt, offset) probe samples per path; min-RTT filter (NTP style), reset when the clocks step
         # get_timer() is asked after every datagram; it is recomputed only when something that feeds it
         # may have changed (see _receive_sealed for the one change the message fast path allows).
         self._timer_dirty = True
@@ -116,11 +115,11 @@ class LinkCore:
         return self._sessions.pending
 
     def path_stats(self) -> dict[str, PathStats]:
-        return {name: mon.stats() for name, mon in self._paths.items()}
+        return self._pathset.stats()
 
     def path_states(self) -> dict[str, PathState]:
         """Just each path's state: `path_stats` without the figures (percentiles), for frequent polls."""
-        return {name: mon.state for name, mon in self._paths.items()}
+        return self._pathset.states()
 
     def clock_offset(self) -> float | None:
         """peer_clock - local_clock in seconds, from the probe exchange with the smallest RTT (NTP style).
@@ -136,16 +135,10 @@ class LinkCore:
     def record_probe_outcomes(self, maxlen: int = 200_000) -> None:
         """Keep every probe's outcome (answered or timed out) until `drain_probe_outcomes`: per-path
         samples for qualification, where messages only show the path whose copy arrived first."""
-        for mon in self._paths.values():
-            if mon.outcomes is None:
-                mon.outcomes = deque(maxlen=maxlen)
+        self._pathset.record_outcomes(maxlen)
 
     def drain_probe_outcomes(self) -> list[ProbeOutcome]:
-        out: list[ProbeOutcome] = []
-        for mon in self._paths.values():
-            while mon.outcomes:
-                out.append(mon.outcomes.popleft())
-        return out
+        return self._pathset.drain_outcomes()
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -190,14 +183,14 @@ class LinkCore:
             out = self._out_control
             for path in self._path_names:
                 out.append((path, seal(inner), addrs.get(path)))
-            survivor = self._sole_survivor(now)
+            survivor = self._pathset.sole_survivor(now)
             if survivor is not None:
                 # One path left: a second copy on it turns its random loss p into p² (0.1 % -> 1e-6),
                 # so a single-path outage does not cost commands to the survivor's background loss.
                 out.append((survivor, seal(inner), addrs.get(survivor)))
                 self.counters["control_redundant_copies"] += 1
         else:
-            for path in self._live_paths():
+            for path in self._pathset.live():
                 self._out.append((path, seal(inner), addrs.get(path)))
         return seq
 
@@ -231,7 +224,7 @@ class LinkCore:
             self._out.clear()
         session = self._sessions.live
         if self._video and session is not None and session.established:
-            paths = list(self._live_paths())
+            paths = list(self._pathset.live())
             while self._video:
                 seq, payload = self._video.popleft()
                 inner = _MSG_PACK(_I_MSG, _VIDEO, seq) + payload
@@ -239,46 +232,12 @@ class LinkCore:
                     out.append((path, session.epochs.seal(inner), session.addrs.get(path)))
         return out
 
-    def _sole_survivor(self, now: float) -> str | None:
-        """The only path still carrying traffic, if just one is: heard within `suspect_after_s` (the
-        peer's telemetry and probe replies arrive every few ms), else the only one not DOWN. Reacting
-        to a few tens of ms of silence, not the 0.25 s DOWN verdict, shrinks the window in which a cut
-        leaves commands exposed to the other path's random loss."""
-        names = self._path_names
-        if len(names) < 2:
-            return None
-        window = self.settings.suspect_after_s
-        paths = self._paths
-        heard: str | None = None
-        for p in names:  # a plain loop: this runs once per CONTROL message sent
-            t = paths[p].last_heard
-            if t is not None and now - t <= window:
-                if heard is not None:
-                    return None
-                heard = p
-        if heard is not None:
-            return heard
-        live = [p for p in names if paths[p].state is not _DOWN]
-        return live[0] if len(live) == 1 else None
-
-    def _peer_silent_for(self, session: Session, now: float) -> float:
-        heard = session.silence_from
-        for mon in self._paths.values():
-            if mon.last_heard is not None and mon.last_heard > heard:
-                heard = mon.last_heard
-        return now - heard
-
-    def _live_paths(self) -> Sequence[str]:
-        live = [p for p in self._path_names if self._paths[p].state is not _DOWN]
-        return live or self._path_names
-
     # -- what the session manager tells the datagram path ----------------------------------------
     def _session_started(self, now: float) -> None:
         """A session went live: its messages number from 0 and its paths are probed from now."""
         self._seq = [0, 0, 0, 0]
         self._dedup = [ReplayWindow() for _ in MessageClass]
-        for mon in self._paths.values():
-            mon.start(now)
+        self._pathset.start(now)
 
     def _session_ended(self) -> None:
         self._timer_dirty = True
@@ -293,14 +252,10 @@ class LinkCore:
         return self._timer_at
 
     def _compute_timer(self) -> float | None:
-        t = self._sessions.next_timer()
-        times = [] if t is None else [t]
         session = self._sessions.live
-        for mon in self._paths.values() if session is not None and session.epochs.can_send else ():
-            t = mon.next_timer()
-            if t is not None:
-                times.append(t)
-        return min(times) if times else None
+        probing = session is not None and session.epochs.can_send
+        times = (self._sessions.next_timer(), self._pathset.next_timer() if probing else None)
+        return min((t for t in times if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         self._timer_dirty = True
@@ -312,8 +267,8 @@ class LinkCore:
             # as silence, a 10 s step ended the session at once, and a robot's console, still hearing
             # it, learnt that only after its own session timeout.
             self._local_clock_stepped(session, now)
-        if session is not None and session.established and self._peer_silent_for(session, now) >= \
-                self.settings.session_timeout_s:
+        if session is not None and session.established and \
+                now - self._pathset.last_heard(session.silence_from) >= self.settings.session_timeout_s:
             self.counters["peer_silent"] += 1
             self._sessions.end("peer_silent", now)
             session = self._sessions.live  # None, or the reconnect's pending handshake is not live yet
