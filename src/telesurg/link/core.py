@@ -111,7 +111,7 @@ class LinkCore:
 
     @property
     def _pending(self) -> dict[int, Session]:
-        """Handshakes not yet authenticated, by session id, for the hub and tests."""
+        """Handshakes under way (not live yet), by session id, for the hub and tests."""
         return self._sessions.pending
 
     def path_stats(self) -> dict[str, PathStats]:

@@ -254,7 +254,7 @@ class PathSet:
         return heard
 
     def live(self) -> Sequence[str]:
-        """The paths not DOWN; all of them if every one is (a copy costs little, silence costs more)."""
+        """The paths not DOWN; all of them when every one is: a copy that may be lost beats none."""
         monitors = self.monitors
         live = [p for p in self.names if monitors[p].state is not _DOWN]
         return live or self.names
