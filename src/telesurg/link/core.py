@@ -4,12 +4,12 @@ Datagrams in (with `now`, the path name and the source address), datagrams, even
 it never reads a clock or touches a socket. TLS 1.3 (mutual, allowlisted certificates) runs over a
 reliable channel sent on every path; the server then sends random per-session AES-GCM keys through
 TLS, and messages travel as sealed datagrams, each copied onto the paths, first copy delivered.
+The handshake and the session life cycle are handshake.py's SessionManager; the paths, paths.py's PathSet.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import ssl
 from collections import Counter, deque
@@ -18,14 +18,13 @@ from collections.abc import Sequence
 from telesurg.link import wire
 from telesurg.link.clock_offset import ClockOffsetFilter
 from telesurg.link.config import LinkConfig, LinkSettings
-from telesurg.link.events import Event, MessageClass, MessageReceived, PathStateChanged, SessionClosed
-from telesurg.link.gate import HandshakeGate
-from telesurg.link.handshake import HandshakeMixin
+from telesurg.link.events import Event, MessageClass, MessageReceived, PathStateChanged
+from telesurg.link.handshake import Outgoing, SessionManager
 from telesurg.link.keys import Identity
-from telesurg.link.paths import PathMonitor, PathState, PathStats, ProbeOutcome
+from telesurg.link.paths import PathMonitor, PathSet, PathState, PathStats, ProbeOutcome
 from telesurg.link.replay import ReplayWindow
-from telesurg.link.session import RECORD_EVENT, Addr, Session
-from telesurg.link.tls import TlsChannel, make_context
+from telesurg.link.session import Addr, Session
+from telesurg.link.tls import make_context
 
 __all__ = ["LinkCore", "MessageClass", "PathState", "PathStats"]
 log = logging.getLogger(__name__)
@@ -44,46 +43,37 @@ _I_MSG, _I_PROBE, _I_PROBE_REPLY = int(wire.Inner.MSG), int(wire.Inner.PROBE), i
 _I_REL_DATA, _I_REL_ACK, _I_CLOSE = int(wire.Inner.REL_DATA), int(wire.Inner.REL_ACK), int(wire.Inner.CLOSE)
 _MSG_PACK = wire.MSG.pack
 _MSG_UNPACK = wire.MSG.unpack_from
-_DOWN = PathState.DOWN
 
 
-class LinkCore(HandshakeMixin):
+class LinkCore:
     def __init__(self, config: LinkConfig | LinkSettings, identity: Identity, *, is_client: bool,
                  seed: int | None = None, ctx: ssl.SSLContext | None = None) -> None:
         self.settings = config.to_settings() if isinstance(config, LinkConfig) else config
         self.identity = identity
         self.is_client = is_client
-        # a LinkHub shares one context between its cores: building one writes and reads key files
-        self._ctx = ctx or make_context(identity, self.settings.peer_certs_pem, is_client=is_client)
         self._rng = random.Random(seed)  # non-cryptographic choices only; keys always come from os.urandom
-        self._gate = HandshakeGate(self.settings)
-        self._path_names: tuple[str, ...] = tuple(self.settings.path_names)
-        self._paths = {name: PathMonitor(name, self.settings) for name in self._path_names}
-        self._session: Session | None = None
-        self._pending: dict[int, Session] = {}
-        self._closed_sids: deque[int] = deque(maxlen=8)  # recently ended sessions
+        self._pathset = PathSet(self.settings.path_names, self.settings)
+        self._path_names, self._paths = self._pathset.names, self._pathset.monitors  # read per datagram
         self._events: deque[Event] = deque()
-        self._out_control: list[tuple[str, bytes, Addr | None]] = []
-        self._out: list[tuple[str, bytes, Addr | None]] = []
+        self._out_control: list[Outgoing] = []
+        self._out: list[Outgoing] = []  # never rebound: the session manager queues with its append
         self._video: deque[tuple[int, bytes]] = deque()
         self._seq = [0, 0, 0, 0]
         self._dedup = [ReplayWindow() for _ in MessageClass]
-        # (rtt, offset) probe samples per path; min-RTT filter (NTP style), reset when the clocks step
         # get_timer() is asked after every datagram; it is recomputed only when something that feeds it
         # may have changed (see _receive_sealed for the one change the message fast path allows).
         self._timer_dirty = True
         self._timer_at: float | None = None
-        self._queued_events: list[bytes] = []
-        self._established = False
         self.counters: Counter[str] = Counter()
         # a path's newest probe sample is evidence about the peer's clock while the path is not yet DOWN
         self._clock = ClockOffsetFilter(self._path_names, self.settings.down_after_s, self.counters)
-        self.peer_name: str | None = None
-        self.peer_fingerprint: str | None = None
-        self._reconnecting = False  # client: a new handshake after the peer went away (settings.reconnect)
-        self._established_at = 0.0
-        self._closed_by_us = False
         self._timer_called_at: float | None = None  # the last handle_timer's now while established
+        # handshakes and the live session; every call into it may move its timers (see get_timer)
+        self._sessions = SessionManager(
+            # a LinkHub shares one context between its cores: building one writes and reads key files
+            self.settings, ctx or make_context(identity, self.settings.peer_certs_pem, is_client=is_client),
+            is_client=is_client, counters=self.counters, send=self._out.append, emit=self._events.append,
+            on_start=self._session_started, on_end=self._session_ended)
 
     @classmethod
     def in_memory(cls, identity: Identity, peer_certs_pem: Sequence[bytes], *, is_client: bool,
@@ -95,7 +85,7 @@ class LinkCore(HandshakeMixin):
     # -- public state ----------------------------------------------------------------------------
     @property
     def established(self) -> bool:
-        return self._established
+        return self._sessions.established
 
     @property
     def path_names(self) -> tuple[str, ...]:
@@ -103,14 +93,33 @@ class LinkCore(HandshakeMixin):
 
     @property
     def session_id(self) -> int | None:
-        return self._session.sid if self._session else None
+        session = self._sessions.live
+        return session.sid if session else None
+
+    @property
+    def peer_name(self) -> str | None:
+        return self._sessions.peer_name
+
+    @property
+    def peer_fingerprint(self) -> str | None:
+        return self._sessions.peer_fingerprint
+
+    @property
+    def _session(self) -> Session | None:
+        """The live session (authenticated; keys maybe not yet confirmed), for the hub and tests."""
+        return self._sessions.live
+
+    @property
+    def _pending(self) -> dict[int, Session]:
+        """Handshakes under way (not live yet), by session id, for the hub and tests."""
+        return self._sessions.pending
 
     def path_stats(self) -> dict[str, PathStats]:
-        return {name: mon.stats() for name, mon in self._paths.items()}
+        return self._pathset.stats()
 
     def path_states(self) -> dict[str, PathState]:
         """Just each path's state: `path_stats` without the figures (percentiles), for frequent polls."""
-        return {name: mon.state for name, mon in self._paths.items()}
+        return self._pathset.states()
 
     def clock_offset(self) -> float | None:
         """peer_clock - local_clock in seconds, from the probe exchange with the smallest RTT (NTP style).
@@ -126,16 +135,10 @@ class LinkCore(HandshakeMixin):
     def record_probe_outcomes(self, maxlen: int = 200_000) -> None:
         """Keep every probe's outcome (answered or timed out) until `drain_probe_outcomes`: per-path
         samples for qualification, where messages only show the path whose copy arrived first."""
-        for mon in self._paths.values():
-            if mon.outcomes is None:
-                mon.outcomes = deque(maxlen=maxlen)
+        self._pathset.record_outcomes(maxlen)
 
     def drain_probe_outcomes(self) -> list[ProbeOutcome]:
-        out: list[ProbeOutcome] = []
-        for mon in self._paths.values():
-            while mon.outcomes:
-                out.append(mon.outcomes.popleft())
-        return out
+        return self._pathset.drain_outcomes()
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -150,21 +153,15 @@ class LinkCore(HandshakeMixin):
         if not self.is_client:
             raise RuntimeError("connect() is for the client side; the server answers handshakes")
         self._timer_dirty = True
-        self._pending.clear()
-        sid = int.from_bytes(os.urandom(8), "big")
-        session = Session(sid, TlsChannel(self._ctx, is_client=True), now, self.settings.epoch_grace_s)
-        session.tls.start()
-        session.rel.send(session.tls.take_output())
-        self._pending[sid] = session
-        self._flush_reliable(session, now)
+        self._sessions.connect(now)
 
     def send(self, msg_class: MessageClass, payload: bytes, now: float) -> int | None:
         """Queue one message on every usable path; its sequence number, or None if dropped."""
         if msg_class == _EVENT:
             self.send_event(payload, now)
             return None
-        session = self._session
-        if session is None or not self._established:
+        session = self._sessions.live
+        if session is None or not session.established:
             self.counters["not_established"] += 1
             return None
         if len(payload) > wire.MAX_PAYLOAD:
@@ -186,38 +183,31 @@ class LinkCore(HandshakeMixin):
             out = self._out_control
             for path in self._path_names:
                 out.append((path, seal(inner), addrs.get(path)))
-            survivor = self._sole_survivor(now)
+            survivor = self._pathset.sole_survivor(now)
             if survivor is not None:
                 # One path left: a second copy on it turns its random loss p into p² (0.1 % -> 1e-6),
                 # so a single-path outage does not cost commands to the survivor's background loss.
                 out.append((survivor, seal(inner), addrs.get(survivor)))
                 self.counters["control_redundant_copies"] += 1
         else:
-            for path in self._live_paths():
+            for path in self._pathset.live():
                 self._out.append((path, seal(inner), addrs.get(path)))
         return seq
 
     def send_event(self, payload: bytes, now: float) -> None:
         """Reliable, ordered, through TLS; queued until the session is established."""
         self._timer_dirty = True
-        if self._session is None or not self._established:
-            self._queued_events.append(payload)
-            return
-        self._session.write_record(RECORD_EVENT, payload)
-        self._flush_reliable(self._session, now)
+        self._sessions.send_event(payload, now)
 
     def close(self, now: float, reason: str = "local_close") -> None:
         """Tell the peer (best effort, on every path) and forget the session; never reconnects after."""
         self._timer_dirty = True
-        self._closed_by_us = True
-        self._reconnecting = False
-        self._pending.clear()
-        session = self._session
-        if session is not None and self._established:
+        session = self._sessions.live
+        if session is not None and session.established:
             inner = bytes([wire.Inner.CLOSE]) + reason.encode()[:200]
             for path in self._path_names:
                 self._out_control.append((path, session.epochs.seal(inner), session.addrs.get(path)))
-        self._end_session(reason, now)
+        self._sessions.close(reason, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[str, bytes]]:
         out = self.datagrams_to_send_addressed(now)
@@ -231,10 +221,10 @@ class LinkCore(HandshakeMixin):
         self._out_control = []
         if self._out:
             out.extend(self._out)
-            self._out = []
-        session = self._session
-        if self._video and session is not None and self._established:
-            paths = list(self._live_paths())
+            self._out.clear()
+        session = self._sessions.live
+        if self._video and session is not None and session.established:
+            paths = list(self._pathset.live())
             while self._video:
                 seq, payload = self._video.popleft()
                 inner = _MSG_PACK(_I_MSG, _VIDEO, seq) + payload
@@ -242,38 +232,16 @@ class LinkCore(HandshakeMixin):
                     out.append((path, session.epochs.seal(inner), session.addrs.get(path)))
         return out
 
-    def _sole_survivor(self, now: float) -> str | None:
-        """The only path still carrying traffic, if just one is: heard within `suspect_after_s` (the
-        peer's telemetry and probe replies arrive every few ms), else the only one not DOWN. Reacting
-        to a few tens of ms of silence, not the 0.25 s DOWN verdict, shrinks the window in which a cut
-        leaves commands exposed to the other path's random loss."""
-        names = self._path_names
-        if len(names) < 2:
-            return None
-        window = self.settings.suspect_after_s
-        paths = self._paths
-        heard: str | None = None
-        for p in names:  # a plain loop: this runs once per CONTROL message sent
-            t = paths[p].last_heard
-            if t is not None and now - t <= window:
-                if heard is not None:
-                    return None
-                heard = p
-        if heard is not None:
-            return heard
-        live = [p for p in names if paths[p].state is not _DOWN]
-        return live[0] if len(live) == 1 else None
+    # -- what the session manager tells the datagram path ----------------------------------------
+    def _session_started(self, now: float) -> None:
+        """A session went live: its messages number from 0 and its paths are probed from now."""
+        self._seq = [0, 0, 0, 0]
+        self._dedup = [ReplayWindow() for _ in MessageClass]
+        self._pathset.start(now)
 
-    def _peer_silent_for(self, now: float) -> float:
-        heard = self._established_at
-        for mon in self._paths.values():
-            if mon.last_heard is not None and mon.last_heard > heard:
-                heard = mon.last_heard
-        return now - heard
-
-    def _live_paths(self) -> Sequence[str]:
-        live = [p for p in self._path_names if self._paths[p].state is not _DOWN]
-        return live or self._path_names
+    def _session_ended(self) -> None:
+        self._timer_dirty = True
+        self._video.clear()  # sealed for nobody now; never sent under the next session's keys
 
     # -- timers ----------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
@@ -284,41 +252,26 @@ class LinkCore(HandshakeMixin):
         return self._timer_at
 
     def _compute_timer(self) -> float | None:
-        times: list[float] = []
-        session = self._session
-        if session is not None:
-            for mon in self._paths.values() if session.epochs.can_send else ():
-                t = mon.next_timer()
-                if t is not None:
-                    times.append(t)
-            # a rekey waits while the previous one is unconfirmed (a silent peer): its deadline, already
-            # past, would otherwise make the driver call handle_timer in a busy loop
-            rekey = session.next_rekey if session.pending_send is None else None
-            for t in (session.rel.next_timer(), rekey):
-                if t is not None:
-                    times.append(t)
-        for pending in self._pending.values():
-            times.append(pending.started + self.settings.handshake_timeout_s)
-            t = pending.rel.next_timer()
-            if t is not None:
-                times.append(t)
-        return min(times) if times else None
+        session = self._sessions.live
+        probing = session is not None and session.epochs.can_send
+        times = (self._sessions.next_timer(), self._pathset.next_timer() if probing else None)
+        return min((t for t in times if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         self._timer_dirty = True
-        session = self._session
-        called_at, self._timer_called_at = self._timer_called_at, (now if self._established else None)
+        session = self._sessions.live
+        called_at, self._timer_called_at = self._timer_called_at, (now if self._sessions.established else None)
         if session is not None and called_at is not None and now - called_at > self.settings.session_timeout_s / 2:
             # With a session the probes wake us every 1/probe_hz: a longer gap is time we did not listen
             # (the local clock stepped forward, or the process stalled), not the peer's silence. Counted
             # as silence, a 10 s step ended the session at once, and a robot's console, still hearing
             # it, learnt that only after its own session timeout.
             self._local_clock_stepped(session, now)
-        if session is not None and self._established and self._peer_silent_for(now) >= \
-                self.settings.session_timeout_s:
+        if session is not None and session.established and \
+                now - self._pathset.last_heard(session.silence_from) >= self.settings.session_timeout_s:
             self.counters["peer_silent"] += 1
-            self._end_session("peer_silent", now)
-            session = self._session  # None, or the reconnect's pending handshake is not live yet
+            self._sessions.end("peer_silent", now)
+            session = self._sessions.live  # None, or the reconnect's pending handshake is not live yet
         if session is not None:
             for name, mon in self._paths.items():
                 change = mon.update(now)
@@ -327,19 +280,7 @@ class LinkCore(HandshakeMixin):
                 if session.epochs.can_send and mon.next_probe_at is not None and now >= mon.next_probe_at:
                     probe = wire.PROBE.pack(wire.Inner.PROBE, mon.new_probe(now), now)
                     self._out.append((name, session.epochs.seal(probe), session.addrs.get(name)))
-            if session.next_rekey is not None and now >= session.next_rekey and session.pending_send is None:
-                self._rekey(session, now)
-            self._flush_reliable(session, now)
-        for sid, pending in list(self._pending.items()):
-            if now >= pending.started + self.settings.handshake_timeout_s:  # the sum _compute_timer uses
-                del self._pending[sid]
-                self.counters["handshake_timeout"] += 1
-                if self.is_client:
-                    self._events.append(SessionClosed("handshake_timeout", now, sid))
-                    if self._reconnecting and not self._pending:
-                        self.connect(now)  # the peer is still away: try again
-            else:
-                self._flush_reliable(pending, now)
+        self._sessions.handle_timer(now)  # rekey, retransmit, handshake timeouts
 
     # -- receiving -------------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, path: str, now: float, addr: Addr | None = None) -> bool:
@@ -352,7 +293,7 @@ class LinkCore(HandshakeMixin):
             if kind == _SEALED:
                 return self._receive_sealed(data, sid, path, now, addr)
             self._timer_dirty = True
-            self._receive_handshake(data, kind, sid, path, now, addr)
+            self._sessions.receive_handshake(data, kind, sid, path, now, addr)
         except wire.WireError as exc:
             self.counters[exc.reason] += 1
         except Exception:  # a bug must not take the link down: count it, log it, keep going
@@ -362,12 +303,13 @@ class LinkCore(HandshakeMixin):
         return False
 
     def _receive_sealed(self, data: bytes, sid: int, path: str, now: float, addr: Addr | None) -> bool:
-        session = self._session
+        sessions = self._sessions
+        session = sessions.live
         if session is None or session.sid != sid:
-            session = self._pending.get(sid)
+            session = sessions.pending.get(sid)
             if session is None:
                 # copies still in flight on the slower path when a session ends are not an attack
-                raise wire.WireError("after_close" if sid in self._closed_sids else "session")
+                raise wire.WireError("after_close" if sid in sessions.closed_sids else "session")
         epoch, inner = session.epochs.open(data, now)
         mon = self._paths[path]
         if mon.last_heard is not None and now < mon.last_heard - LOCAL_STEP_BACK_S:
@@ -377,14 +319,11 @@ class LinkCore(HandshakeMixin):
             session.addrs[path] = addr
         if session.pending_send is not None and epoch >= session.pending_send[0]:
             self._timer_dirty = True
-            session.epochs.install_send(*session.pending_send)  # the client proved it holds the new keys
-            session.pending_send = None
-            if not self._established and session is self._session:
-                self._on_established(session, now)
+            sessions.send_keys_confirmed(session, now)  # the client proved it holds the new keys
         kind = inner[0] if inner else 0
         if kind == _I_MSG:
             self._on_message(inner, path, now, sid)
-            if session.rel.idle:  # the hot path: no deadline moved, _flush_reliable would do nothing
+            if session.rel.idle:  # the hot path: no deadline moved, a flush would do nothing
                 return True
         elif kind == _I_PROBE and len(inner) == wire.PROBE.size:
             _, probe_id, t1 = wire.PROBE.unpack(inner)
@@ -398,18 +337,17 @@ class LinkCore(HandshakeMixin):
                 self._clock.add(path, rtt, ((t2 - t1) + (t2 - now)) / 2.0, mon._jitter, now)
         elif kind == _I_REL_DATA:
             seq, chunk = wire.parse_rel_data(memoryview(inner)[1:])
-            self._feed_tls(session, session.rel.on_data(seq, chunk), path, addr, now)
+            sessions.feed_tls(session, session.rel.on_data(seq, chunk), path, addr, now)
         elif kind == _I_REL_ACK:
             session.rel.on_ack(*wire.parse_rel_ack(memoryview(inner)[1:]), now)
         elif kind == _I_CLOSE:
-            if session is self._session:
-                self._end_session("peer_closed: " + inner[1:].decode(errors="replace"), now)
+            if session is sessions.live:
+                sessions.end("peer_closed: " + inner[1:].decode(errors="replace"), now)
             return True
         else:
             self.counters["malformed"] += 1
         self._timer_dirty = True  # probe and reliable-channel frames move deadlines
-        if session is self._session or session.sid in self._pending:
-            self._flush_reliable(session, now)
+        sessions.flush_if_current(session, now)
         return True
 
     def _local_clock_stepped(self, session: Session, now: float) -> None:
@@ -425,7 +363,7 @@ class LinkCore(HandshakeMixin):
         for mon in self._paths.values():
             mon.clock_stepped(now)
         self._clock.forget()
-        self._established_at = now
+        session.silence_from = now
         self._timer_called_at = now
         session.rel.clock_stepped(now)
         if session.next_rekey is not None:

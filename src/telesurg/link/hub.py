@@ -161,7 +161,7 @@ class LinkHub:
         self._now = now
         reached = 0
         for core in self._cores.values():
-            if core._established and core.send(msg_class, payload, now) is not None:
+            if core.established and core.send(msg_class, payload, now) is not None:
                 reached += 1
         if not reached and not self._recent:
             self.counters["not_established"] += 1
@@ -182,7 +182,7 @@ class LinkHub:
         self._now = now
         reached = 0
         for core in self._cores.values():
-            if core._established:
+            if core.established:
                 core.send_event(payload, now)
                 reached += 1
         if not reached:

@@ -1,11 +1,13 @@
 """Per-path health from probes: RTT (last, p50, p99), RFC 3550 jitter, loss %, last heard, and an
-UP / DEGRADED / DOWN state machine with hysteresis so a flapping path does not flood the console.
+UP / DEGRADED / DOWN state machine with hysteresis so a flapping path does not flood the console;
+and the set of a link's paths, which says where to send.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from telesurg.link.config import LinkTuning
@@ -206,3 +208,75 @@ class PathMonitor:
             probes_answered=self.probes_answered,
             probes_lost=self.probes_lost,
         )
+
+
+class PathSet:
+    """The paths of one link, a monitor each: which of them carry traffic now, and their figures."""
+
+    def __init__(self, names: Sequence[str], tuning: LinkTuning) -> None:
+        self.names = tuple(names)
+        self.monitors = {name: PathMonitor(name, tuning) for name in self.names}
+        self._suspect_after = tuning.suspect_after_s  # read once per control message sent
+
+    def stats(self) -> dict[str, PathStats]:
+        return {name: mon.stats() for name, mon in self.monitors.items()}
+
+    def states(self) -> dict[str, PathState]:
+        return {name: mon.state for name, mon in self.monitors.items()}
+
+    def record_outcomes(self, maxlen: int) -> None:
+        for mon in self.monitors.values():
+            if mon.outcomes is None:
+                mon.outcomes = deque(maxlen=maxlen)
+
+    def drain_outcomes(self) -> list[ProbeOutcome]:
+        out: list[ProbeOutcome] = []
+        for mon in self.monitors.values():
+            while mon.outcomes:
+                out.append(mon.outcomes.popleft())
+        return out
+
+    def start(self, now: float) -> None:
+        """A session went live: probe every path from now."""
+        for mon in self.monitors.values():
+            mon.start(now)
+
+    def next_timer(self) -> float | None:
+        """The earliest probe, probe timeout or DOWN deadline of any path."""
+        return min((t for mon in self.monitors.values() if (t := mon.next_timer()) is not None), default=None)
+
+    def last_heard(self, floor: float) -> float:
+        """When the peer was last heard on any path, or `floor` if later (silence counts from there)."""
+        heard = floor
+        for mon in self.monitors.values():
+            if mon.last_heard is not None and mon.last_heard > heard:
+                heard = mon.last_heard
+        return heard
+
+    def live(self) -> Sequence[str]:
+        """The paths not DOWN; all of them when every one is: a copy that may be lost beats none."""
+        monitors = self.monitors
+        live = [p for p in self.names if monitors[p].state is not _DOWN]
+        return live or self.names
+
+    def sole_survivor(self, now: float) -> str | None:
+        """The only path still carrying traffic, if just one is: heard within `suspect_after_s` (the
+        peer's telemetry and probe replies arrive every few ms), else the only one not DOWN. Reacting
+        to a few tens of ms of silence, not the 0.25 s DOWN verdict, shrinks the window in which a cut
+        leaves commands exposed to the other path's random loss."""
+        names = self.names
+        if len(names) < 2:
+            return None
+        window = self._suspect_after
+        monitors = self.monitors
+        heard: str | None = None
+        for p in names:  # a plain loop: this runs once per CONTROL message sent
+            t = monitors[p].last_heard
+            if t is not None and now - t <= window:
+                if heard is not None:
+                    return None
+                heard = p
+        if heard is not None:
+            return heard
+        live = [p for p in names if monitors[p].state is not _DOWN]
+        return live[0] if len(live) == 1 else None

@@ -17,7 +17,8 @@ _MAX_RECORD = 65535
 
 
 class Session:
-    """Pending until mutual authentication and datagram keys are done; then the core's live session."""
+    """Pending until mutual authentication is done; then the live session of its link (handshake.py's
+    SessionManager), established once datagram keys are in use both ways."""
 
     def __init__(self, sid: int, tls: TlsChannel, now: float, grace_s: float) -> None:
         self.sid = sid
@@ -26,7 +27,10 @@ class Session:
         self.epochs = KeyEpochs(sid, grace_s)
         self.started = now
         self.addrs: dict[str, Addr] = {}  # peer address per path, learnt from its datagrams
-        self.verified = False
+        self.verified = False  # TLS done and the peer's certificate accepted
+        self.established = False  # and datagram keys in use both ways: the application may send
+        # silence (no datagram on any path) is counted from here: establishment, or a local clock step
+        self.silence_from = now
         self.pending_send: tuple[int, bytes] | None = None  # server: next send key, used once the peer has it
         self.next_rekey: float | None = None
         # server, until the peer is authenticated: never send more bytes than it sent (amplification)

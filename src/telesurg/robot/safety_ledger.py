@@ -1,7 +1,7 @@
 """What the safety supervisor counts and keeps for the record: decisions, violations, transitions, holds.
 
-A base class of `SafetySupervisor` (robot/supervisor.py), as `HandshakeMixin` is of `LinkCore`: the
-state machine there decides, this half tallies and reports. A base class rather than a member, so
+A base class of `SafetySupervisor` (robot/supervisor.py): the state machine there decides, this half
+tallies and reports. A base class rather than a member, so
 the 1 kHz `submit`/`tick` paths and every caller keep using `sup.applied`, `sup.holds`, ... as plain
 attributes of one object, at no extra cost.
 """
