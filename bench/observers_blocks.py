@@ -1,7 +1,12 @@
-"""Do N observers move the robot's servo loop? Measured inside one robot run, in alternating blocks.
+"""Do N observers, or an open dashboard page, move the robot's servo loop? Measured inside one robot
+run, in alternating blocks.
 
     flock /tmp/telesurg-heavy.lock python bench/observers_blocks.py [--observers 100] [--cycles 3]
-                                          [--block 8] [--size 1280x720] [--json F]
+                                          [--block 8] [--size 1280x720] [--load observers|page] [--json F]
+
+`--load page`: the robot serves its dashboard (`--dashboard`), and the blocks alternate one page open
+(a WebSocket client in another process, as a browser: the JSON updates and the JPEG picture, whose
+decoding runs only while a page is open) and none. The dashboard's feed thread runs in both.
 
 Why a second observers bench: bench/observers.py compares separate runs, and on this VM the servo
 loop's p99 lateness moves by 2x between two runs of the same configuration (no broadcast at all gave
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +41,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from observers import VIDEO_FPS, cpu_placement, site_pair, start_pools, start_router, stop_process  # noqa: E402
 
 TARGET_RATIO = 1.2
+PAGE = """
+import asyncio, sys, aiohttp
+async def main():
+    async with aiohttp.ClientSession() as s, s.ws_connect(sys.argv[1]) as ws:
+        async for m in ws:
+            pass
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def p99_us(values: np.ndarray) -> float:
@@ -51,11 +71,15 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         processes: dict[str, subprocess.Popen[Any]] = {}
         fanout_cpus, site_cpus = cpu_placement(args.placement)
         on_site_cpus = ["--cpus", site_cpus] if site_cpus else []
+        port = free_port()
+        board = ["--dashboard", f"127.0.0.1:{port}"] if args.load == "page" else []
+        label = "1 page" if args.load == "page" else str(args.observers)
+        args.label = label
         try:
             processes["router"] = start_router(endpoint, log, fanout_cpus)
             processes["robot"] = subprocess.Popen(site_command("robot", robot_toml, work / "robot.json", [
                 "--video-source", "test-pattern", "--video-fps", str(VIDEO_FPS), "--video-size", args.size,
-                "--idle-poll", "--broadcast", endpoint, "--servo-trace", str(trace_file), *on_site_cpus]),
+                "--idle-poll", "--broadcast", endpoint, "--servo-trace", str(trace_file), *board, *on_site_cpus]),
                 stdout=log, stderr=subprocess.STDOUT)
             processes["lead"] = subprocess.Popen(site_command("console", console_toml, work / "console.json", [
                 "--rings", str(args.rings), "--no-video", "--no-live", "--following-file", str(following),
@@ -71,12 +95,18 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             for cycle in range(args.cycles):
                 if processes["lead"].poll() is not None:
                     break
-                pools = start_pools(endpoint, args.observers, work, log, solo_last=False, cpus=fanout_cpus)
-                time.sleep(1.0)  # the observers' sessions settle before the block counts
+                if args.load == "page":
+                    loads = [subprocess.Popen([sys.executable, "-c", PAGE, f"http://127.0.0.1:{port}/ws"],
+                                              stdout=log, stderr=subprocess.STDOUT)]
+                    time.sleep(2.0)  # the snapshot, and the picture from the stream's next intra refresh
+                else:
+                    loads = [process for process, _ in start_pools(endpoint, args.observers, work, log,
+                                                                    solo_last=False, cpus=fanout_cpus)]
+                    time.sleep(1.0)  # the observers' sessions settle before the block counts
                 start = time.monotonic()
                 time.sleep(args.block)
-                blocks.append((str(args.observers), start, time.monotonic()))
-                for process, _ in pools:
+                blocks.append((label, start, time.monotonic()))
+                for process in loads:
                     stop_process(process)
                 time.sleep(1.0)
                 start = time.monotonic()
@@ -96,10 +126,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     by_block = []
     for label, a, b in blocks:
         inside = late[(started >= a) & (started < b)]
-        by_block.append({"observers": label, "periods": int(inside.size), "p99_us": p99_us(inside),
+        by_block.append({"load": label, "periods": int(inside.size), "p99_us": p99_us(inside),
                          "max_us": float(inside.max() * 1e6) if inside.size else None})
     pooled = {}
-    for label in (str(args.observers), "0"):
+    for label in (args.label, "0"):
         mask = np.zeros(started.shape, dtype=bool)
         for lab, a, b in blocks:
             if lab == label:
@@ -108,7 +138,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                          "p99_us": p99_us(late[mask]), "max_us": float(late[mask].max() * 1e6),
                          "over_2ms": int((late[mask] > 0.002).sum())}
     return {"blocks": by_block, "pooled": pooled, "holds": len(robot["safety"]["holds"]),
-            "violations": robot["safety"]["violations"], "observers": args.observers, "size": args.size,
+            "violations": robot["safety"]["violations"], "load": args.label, "size": args.size,
             "placement": args.placement}
 
 
@@ -121,22 +151,25 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--placement", choices=("shared", "apart"), default="shared",
                         help="apart: the router and the observers on the last CPU, the sites on the others")
+    parser.add_argument("--load", choices=("observers", "page"), default="observers",
+                        help="what the blocks switch on and off: N observers, or one dashboard page")
     parser.add_argument("--json", type=Path, default=Path("observers_blocks.json"))
     args = parser.parse_args()
     console = Console()
     result = run(args, console)
     table = Table(title=f"servo lateness in alternating blocks, one robot run ({args.size} stereo, placement "
                         f"{args.placement}, 2-vCPU VM)")
-    for column in ("observers", "periods", "p50 µs", "p99 µs", "max µs", "> 2 ms"):
+    for column in ("load", "periods", "p50 µs", "p99 µs", "max µs", "> 2 ms"):
         table.add_column(column, justify="right")
     for label, row in result["pooled"].items():
         table.add_row(label, str(row["periods"]), f"{row['p50_us']:.0f}", f"{row['p99_us']:.0f}",
                       f"{row['max_us']:.0f}", str(row["over_2ms"]))
     console.print(table)
-    console.print("per block p99 µs: " + ", ".join(f"{b['observers']}: {b['p99_us']:.0f}" for b in result["blocks"]))
-    on, off = result["pooled"][str(args.observers)], result["pooled"]["0"]
+    console.print("per block p99 µs: " + ", ".join(f"{b['load']}: {b['p99_us']:.0f}" for b in result["blocks"]))
+    on, off = result["pooled"][result["load"]], result["pooled"]["0"]
     result["ratio_p99"] = on["p99_us"] / off["p99_us"]
-    console.print(f"p99 with {args.observers} observers / without: {result['ratio_p99']:.2f}x (target "
+    what = "one dashboard page" if args.load == "page" else f"{args.observers} observers"
+    console.print(f"p99 with {what} / without: {result['ratio_p99']:.2f}x (target "
                   f"{TARGET_RATIO}x); holds {result['holds']}, violations {result['violations']}")
     args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -49,6 +49,29 @@ def test_topic_filter_and_unsubscribe() -> None:
     assert alarms.drain() == []
 
 
+def test_draining_in_slices_takes_everything_in_order_while_publishers_add_more() -> None:
+    tap = Tap("robot")
+    sub = tap.subscribe("dashboard", capacity=100_000)
+    for n in (0, 1, 31, 32, 33, 64, 200):  # around the slice of 32
+        for i in range(n):
+            tap.publish(Topic.ALARM, float(i), i)
+        assert [r[2] for r in sub.drain_handing_over(every=32)] == list(range(n))
+    done = threading.Event()
+
+    def publish() -> None:
+        for i in range(50_000):
+            tap.publish(Topic.ALARM, float(i), i)
+        done.set()
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    taken: list[int] = []
+    while not done.is_set() or len(sub):
+        taken += [r[2] for r in sub.drain_handing_over(every=32)]
+    publisher.join()
+    assert taken == list(range(50_000))
+
+
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity must be >= 1"):
         Tap("x").subscribe("bad", capacity=0)

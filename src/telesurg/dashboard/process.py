@@ -169,9 +169,9 @@ class DashboardFeed:
         request_realtime(GIL_SHARER_PRIORITY)  # it shares the GIL with the servo loop: see realtime.py
         cpu0, stats_due, child_cpu = time.thread_time(), 0.0, 0.0
         while not self._stop.wait(self.drain_s):
-            records = self.subscription.drain()
+            records = self.subscription.drain_handing_over()
             if self.video_subscription is not None:
-                records += self.video_subscription.drain()
+                records += self.video_subscription.drain_handing_over()
             now = time.monotonic()
             stats = None
             if now >= stats_due:
