@@ -113,8 +113,19 @@ def pump(observer: ObserverSession, seconds: float, until=None) -> None:
             return
 
 
+def observers_counted(subscription, wanted, timeout: float = 10.0) -> bool:
+    """Whether a BROADCAST record with a count `wanted` accepts arrives in the tap within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(wanted(payload["observers"]) for _, _, payload in subscription.drain()):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_video_telemetry_and_safety_reach_an_observer_which_decodes_the_picture(broadcast, tmp_path: Path) -> None:
     endpoint, tap, publisher, feeder, _ = broadcast
+    counts = tap.subscribe("observer counts", 100, [Topic.BROADCAST])
     cli_report = tmp_path / "observe.json"
     cli = subprocess.Popen([sys.executable, "-m", "telesurg.cli", "observe", "--connect", endpoint, "--site", "robot",
                             "--headless", "--duration", "6", "--report", str(cli_report)],
@@ -146,10 +157,14 @@ def test_video_telemetry_and_safety_reach_an_observer_which_decodes_the_picture(
                  and sum(observer.state.malformed.values()) >= 3)
         assert sum(observer.state.malformed.values()) == 3, observer.state.malformed
         assert observer.state.eyes[0].decoded >= decoded_before + 10
+        # the site's publisher counts its observers (their liveliness tokens) into the site's tap
+        assert observers_counted(counts, lambda n: n == 2), "two observers (this one and the CLI) never counted"
     finally:
         observer.close()
     out, _ = cli.communicate(timeout=30)
     assert cli.returncode == 0, out
+    assert observers_counted(counts, lambda n: n == 0), "the observers' departure never counted"
+    assert publisher.stats()["observers"] == 0
     from_cli = json.loads(cli_report.read_text())
     assert from_cli["video"]["left"]["decoded"] > 10 and from_cli["telemetry_arms"] == ["PSM1", "PSM2"]
     assert publisher.stats()["process_alive"]

@@ -124,7 +124,7 @@ def test_metrics_from_real_records(robot_dashboard: tuple[Tap, DashboardFeed]) -
     tap.publish(Topic.HOLD, now, {"arm": "PSM1", "cause": "watchdog", "reaction_ms": 50.2, "at_s": now})
     tap.publish(Topic.PATH_EVENT, now, PathStateChanged("B", PathState.UP, PathState.DEGRADED, now))
     tap.publish(Topic.TELEMETRY, now, telemetry(now))
-    server.set_observers(3)
+    tap.publish(Topic.BROADCAST, now, {"observers": 3})  # as the broadcast publisher counts them
     key = ("telesurg_command_delay_seconds_count", (("peer", CONSOLE),))
     m = wait_for(lambda: (s := scrape(server)).get(key) and s)
     assert m[key] == 2
@@ -143,7 +143,7 @@ def test_metrics_from_real_records(robot_dashboard: tuple[Tap, DashboardFeed]) -
     assert m[("telesurg_observers", ())] == 3
     assert m[("telesurg_tap_dropped_total", (("subscriber", "recorder"), ("topic", "link/paths")))] == 1
     assert m[("telesurg_tap_dropped_total", (("subscriber", "recorder"), ("topic", "telemetry")))] == 1
-    assert tiny.dropped_total() == 7  # 8 published, the first one queued
+    assert tiny.dropped_total() == 8  # 9 published, the first one queued
 
 
 def test_console_delay_comes_from_telemetry() -> None:

@@ -53,6 +53,7 @@ class Topic(enum.StrEnum):
     OPERATOR = "safety/local_console"  # dict(action, arms, at_s): the patient-side console's actions
     VIDEO = "video/packets"  # robot: sent, console: received; tuple[bytes, ...] of VIDEO payloads
     SITE = "site"  # both, once at start and at stop: dict(event=start|stop, software, config, ...)
+    BROADCAST = "broadcast/status"  # a site with --broadcast, when its observers come or go: dict(observers=n)
     # robot servo thread, when recording: every other input of the supervisor, in call order, so a replay
     # can rebuild its state exactly (record/journal.py): ("tick", measured, jaw, operating) each period,
     # or (method, args, kwargs) for an operator/ownership call (enable, assign, emergency_stop, ...)

@@ -105,6 +105,14 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"video: {v['frames_displayed']}/{v['frames_captured']} frames, latency p50 "
                          f"{v['latency_ms']['p50']:.1f} ms, {v['bitrate_mbps']:.2f} Mbps, freezes {v['freezes']}")
+    ob = report.get("observers")
+    if ob and ob.get("observers"):
+        counted = ((ob.get("publisher") or {}).get("pump") or {}).get("observers")
+        latency = (f"capture->observer latency p50 {ob['latency_p50_ms']:.1f} ms p99 {ob['latency_p99_ms']:.1f} ms"
+                   if ob.get("latency_p50_ms") is not None else "no picture reached them")
+        lines.append(f"observers: {ob['observers']} through the router at {ob.get('endpoint')} (the robot counted "
+                     f"{counted if counted is not None else '?'}), {latency}, {ob.get('fps_min') or 0:.1f} fps, "
+                     f"{ob.get('frames_missing_max', 0)} frames missing at most")
     m = report.get("machine") or {}
     if m.get("cpu"):
         split = m.get("cpu_split")

@@ -4,6 +4,8 @@
     b"V" | clock_shift f64 | (len u32 | fragment)*   one tap VIDEO batch (link video payloads)
     b"S" | JSON                               the pump's counters, re-published with the process's own
     b"Q"                                      stop
+and one message the other way, from the publisher process to the pump:
+    b"O" | count u32                          observers of this site now (their liveliness tokens)
 """
 
 from __future__ import annotations
@@ -52,3 +54,14 @@ def unpack_video(message: bytes) -> tuple[float, list[bytes]]:
         out.append(message[offset:offset + n])
         offset += n
     return shift, out
+
+
+def pack_observers(count: int) -> bytes:
+    return b"O" + _LEN.pack(count)
+
+
+def unpack_observers(message: bytes) -> int | None:
+    """The count of an `O` message; None for anything else."""
+    if len(message) != 1 + _LEN.size or message[:1] != b"O":
+        return None
+    return _LEN.unpack_from(message, 1)[0]

@@ -27,6 +27,7 @@ from telesurg.broadcast.schema import (
     check_site_name,
     decode_json,
     decode_video,
+    observer_token_key,
 )
 
 LATENCY_KEPT = 20_000
@@ -176,6 +177,8 @@ class ObserverSession:
         self.session = open_session(make_config("client", connect=connect, config_file=zenoh_config),
                                     f"observer -> {', '.join(connect)}")
         self._subscriber = self.session.declare_subscriber(self.key, self._on_sample)
+        # counted by the site's publisher while this session lives (schema.py: observer tokens)
+        self._token = self.session.liveliness().declare_token(observer_token_key(self.site, str(self.session.info.zid())))
         self.started_at = time.monotonic()
 
     def _on_sample(self, sample: Any) -> None:  # Zenoh's thread: take it and go
@@ -229,6 +232,7 @@ class ObserverSession:
         import zenoh
 
         try:
+            self._token.undeclare()
             self._subscriber.undeclare()
             self.session.close()
         except zenoh.ZError:

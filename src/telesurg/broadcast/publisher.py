@@ -69,6 +69,7 @@ class BroadcastPublisher:
         self.sent = Counter[str]()
         self.dropped_handover = Counter[str]()
         self.send_s_max = 0.0  # the longest single hand-over write (it must stay tiny, even when stalled)
+        self.observers = 0  # as the publisher process last counted them
 
     def start(self) -> BroadcastPublisher:
         self.process.start()
@@ -89,6 +90,23 @@ class BroadcastPublisher:
             if time.monotonic() >= next_stats:
                 next_stats += STATS_PERIOD_S
                 self._send("stats", b"S" + json.dumps(self.stats()).encode())
+                self._read_observers()
+
+    def _read_observers(self) -> None:
+        """The publisher process's observer counts (non-blocking); the newest goes into the tap."""
+        count = None
+        while True:
+            try:
+                message = self._sock.recv(64)
+            except (BlockingIOError, OSError):
+                break
+            if not message:
+                break
+            got = handover.unpack_observers(message)
+            count = count if got is None else got
+        if count is not None and count != self.observers:
+            self.observers = count
+            self._tap.publish(Topic.BROADCAST, self._tap.clock(), {"observers": count})
 
     def _forward(self, topic: str, t: float, payload: Any) -> None:
         if topic == Topic.VIDEO:
@@ -113,7 +131,7 @@ class BroadcastPublisher:
 
     # -- control ---------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        return {"site": self.site, "connect": self.connect, "sent": dict(self.sent),
+        return {"site": self.site, "connect": self.connect, "observers": self.observers, "sent": dict(self.sent),
                 "dropped_handover": dict(self.dropped_handover),
                 "dropped_tap": dict(self._subscription.dropped), "offered": self._subscription.offered,
                 "send_ms_max": round(1000.0 * self.send_s_max, 3), "process_alive": self.process.is_alive()}

@@ -6,7 +6,8 @@ or while the router was unreachable, the hand-over socket holds old video; a liv
 replay it, so it is counted `video_frames_stale` and skipped). JSON records are published as they
 came. Every publisher uses congestion control DROP: when the router or an observer cannot keep up,
 Zenoh drops samples instead of blocking here. Counters (its own and the site pump's) go out on
-`telesurg/<site>/broadcast`.
+`telesurg/<site>/broadcast`. It counts the observers of its site by their liveliness tokens
+(schema.py) and tells the site whenever the count changes (`O` message back on the hand-over socket).
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ def run_child(sock: socket.socket, site: str, connect: list[str], config_file: s
     import zenoh
 
     from telesurg.broadcast import handover
-    from telesurg.broadcast.schema import RecordEncoder, VideoUnit, encode_video, video_key
+    from telesurg.broadcast.schema import (
+        OBSERVERS,
+        RecordEncoder,
+        VideoUnit,
+        encode_video,
+        video_key,
+        watches,
+    )
     from telesurg.broadcast.zconfig import BroadcastConfigError, make_config, open_session, quiet_logs
     from telesurg.video.reassembly import FrameReady, Reassembler
 
@@ -54,6 +62,15 @@ def run_child(sock: socket.socket, site: str, connect: list[str], config_file: s
     encoder = RecordEncoder(site, wall_offset)
     pump_stats: dict[str, Any] = {}
     capture_to_publish_ms: deque[float] = deque(maxlen=2000)  # this process's share of an observer's latency
+    observers: set[str] = set()  # live observer tokens of this site (Zenoh's thread adds and removes)
+
+    def on_token(sample: Any) -> None:
+        key = str(sample.key_expr)
+        if watches(key, site):
+            (observers.add if sample.kind == zenoh.SampleKind.PUT else observers.discard)(key)
+
+    tokens = session.liveliness().declare_subscriber(f"{OBSERVERS}/**", on_token, history=True)
+    observers_told = -1
 
     def put(key: str, body: bytes, express: bool = False) -> None:
         publisher = publishers.get(key)
@@ -106,19 +123,25 @@ def run_child(sock: socket.socket, site: str, connect: list[str], config_file: s
                         frames(reassembler.receive(fragment, now), shift)
                 elif tag == b"S":
                     pump_stats = json.loads(message[1:])
+            if len(observers) != observers_told:  # tell the site (its pump reads this socket too)
+                observers_told = len(observers)
+                with contextlib.suppress(OSError):
+                    sock.send(handover.pack_observers(observers_told))
             now = time.monotonic()
             due = reassembler.get_timer()
             if due is not None and due <= now:
                 frames(reassembler.handle_timer(now), shift)
             if now >= next_stats:
                 next_stats = now + STATS_PERIOD_S
-                stats = {"publisher": dict(counts), "reassembly": _reassembly(reassembler), "pump": pump_stats,
+                stats = {"publisher": dict(counts), "observers": len(observers),
+                         "reassembly": _reassembly(reassembler), "pump": pump_stats,
                          "capture_to_publish_ms": _percentiles(capture_to_publish_ms)}
                 put(*encoder.stats_body(now, stats))
     except (EOFError, OSError, KeyboardInterrupt):
         pass
     finally:
         with contextlib.suppress(zenoh.ZError):
+            tokens.undeclare()
             session.close()
         sock.close()
 

@@ -13,7 +13,12 @@ Key expressions (`<site>` is the site's configured name, e.g. `robot` or `consol
 | `telesurg/<site>/alarms` | JSON, kind "alarm": key, severity, message, active | on change |
 | `telesurg/<site>/safety` | JSON, kind transition / hold / handover / local_console | on change |
 | `telesurg/<site>/site` | JSON, kind "site": start/stop, role, software version | start, stop |
-| `telesurg/<site>/broadcast` | JSON, kind "broadcast": the publisher's own counters (drops) | 1 Hz |
+| `telesurg/<site>/broadcast` | JSON, kind "broadcast": the publisher's own counters (drops), observers | 1 Hz |
+
+Each observer also holds a Zenoh liveliness token, `telesurg/observers/<site>/<observer id>` (`<site>`
+is `=all` for an observer of every site): the publisher counts the live tokens of its site (the
+router tells it when one appears or vanishes, a crashed observer included) and hands the count to its
+site's tap (`Topic.BROADCAST`), which the dashboard and `/metrics` (`telesurg_observers`) show.
 
 Every JSON payload is an object with `"v": 1` (PAYLOAD_VERSION), `"kind"`, `"site"`, `"t"` (the
 site's monotonic clock, s) and `"t_wall"` (UNIX time, s). A reader must ignore fields it does not
@@ -66,6 +71,21 @@ def check_site_name(site: str) -> str:
     if not _SITE_NAME.match(site):
         raise ValueError(f"site name {site!r}: use letters, digits, '-', '_' or '.' (it becomes a Zenoh key chunk)")
     return site
+
+
+ALL_SITES = "=all"  # an observer of every site ("=" is not allowed in site names)
+OBSERVERS = f"{ROOT}/observers"
+
+
+def observer_token_key(site: str | None, observer_id: str) -> str:
+    """The liveliness token an observer holds while it watches `site` (None: every site)."""
+    return f"{OBSERVERS}/{ALL_SITES if site is None else check_site_name(site)}/{observer_id}"
+
+
+def watches(token_key: str, site: str) -> bool:
+    """Whether an observer's token key counts for `site`."""
+    parts = token_key.split("/")
+    return len(parts) == 4 and parts[2] in (site, ALL_SITES)
 
 
 def site_prefix(site: str) -> str:

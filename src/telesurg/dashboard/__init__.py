@@ -22,7 +22,7 @@ __all__ = ["BindError", "add_arguments", "attach_dashboard", "demo_flags", "from
 def attach_dashboard(tap: Tap, bind: str, *, site_name: str | None = None, role: str | None = None,
                      video: bool = True, allow: list[str] | None = None) -> DashboardFeed:
     """Serve the site's dashboard and /metrics from the tap; returns the running handle (`.url`,
-    `.close()`, `.set_observers(n)`). Raises `BindError` (bad value) or `OSError` (cannot serve)."""
+    `.close()`). Raises `BindError` (bad value) or `OSError` (cannot serve)."""
     from telesurg.dashboard.process import DashboardFeed
 
     return DashboardFeed(tap, bind, site_name=site_name, role=role, video=video, allow=allow).start()

@@ -43,7 +43,6 @@ class SiteMetrics:
         self.model = model
         self.tap = tap
         self.role = role
-        self.observers = 0  # set by the broadcast part (Zenoh observers): `set_observers`
         self.clients = 0  # dashboard pages open now
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -178,5 +177,6 @@ class _StateCollector(Collector):
             for topic, n in s["dropped"].items():
                 dropped.add_metric([name, topic], n)
         yield from (dropped, offered, queued)
-        yield GaugeMetricFamily("telesurg_observers", "Read-only observers of the live broadcast", value=m.observers)
+        yield GaugeMetricFamily("telesurg_observers", "Read-only observers of the live broadcast (their Zenoh "
+                                "liveliness tokens, counted by this site's publisher)", value=model.observers)
         yield GaugeMetricFamily("telesurg_dashboard_clients", "Dashboard pages open now", value=m.clients)

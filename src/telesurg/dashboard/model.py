@@ -95,6 +95,7 @@ class DashboardModel:
         self.robot_holds: int | None = None  # console: the robot's hold count from telemetry
         self.clock_offsets: dict[str, float | None] = {}
         self.video: dict[str, Any] = {}
+        self.observers = 0  # of the live broadcast, as the site's publisher counts them
         self.extra: dict[str, Any] = {}  # server-side figures (tap drops, observers, preview rate)
 
     # -- records in ------------------------------------------------------------------------------
@@ -201,6 +202,12 @@ class DashboardModel:
         elif isinstance(e, PeerRefused):
             self.event(t, "security", "warn", f"peer refused on path {e.path}: {e.reason}")
 
+    def _on_broadcast(self, t: float, r: dict[str, Any]) -> None:
+        observers = int(r.get("observers", 0))
+        if observers != self.observers:
+            self.event(t, "broadcast", "info", f"observers: {self.observers} → {observers}")
+        self.observers = observers
+
     def _on_site(self, t: float, r: dict[str, Any]) -> None:
         self.role = r.get("role", self.role)
         if r.get("event") == "start":
@@ -242,7 +249,7 @@ class DashboardModel:
                          "rejected": dict(self.rejected.most_common(12))},
             "holds": self.holds if self.role != "console" else self.robot_holds,
             "clock_offset_ms": {p: None if o is None else round(1000.0 * o, 3) for p, o in self.clock_offsets.items()},
-            "video": self.video, **self.extra,
+            "video": self.video, "observers": self.observers, **self.extra,
         }
 
     def last_event_id(self) -> int:
@@ -322,6 +329,7 @@ _HANDLERS = {
     Topic.PATH_EVENT: DashboardModel._on_path_event,
     Topic.SESSION: DashboardModel._on_session,
     Topic.SITE: DashboardModel._on_site,
+    Topic.BROADCAST: DashboardModel._on_broadcast,
 }
 _HANDLERS = {str(k): v for k, v in _HANDLERS.items()}
 TOPICS = tuple(_HANDLERS)

@@ -83,9 +83,8 @@ async def _serve(conn: Any, server: Any, site: Any) -> None:
             stop.set()
             return
         stream = io.BytesIO(data)
-        clock_now, stats, observers, feed_cpu_s = pickle.load(stream)
+        clock_now, stats, feed_cpu_s = pickle.load(stream)
         site.update(clock_now, stats)
-        server.set_observers(observers)
         server.feed_cpu_s = feed_cpu_s
         for records, _ in unpickled_slices(stream):
             server.feed(records)
@@ -97,7 +96,7 @@ async def _serve(conn: Any, server: Any, site: Any) -> None:
 
 class DashboardFeed:
     """The site's handle on its dashboard process: `start()` (raises OSError if the port cannot be
-    served), `url`, `port`, `set_observers(n)`, `close()`; `cpu_s` and `records` for benchmarks."""
+    served), `url`, `port`, `close()`; `cpu_s` and `records` for benchmarks."""
 
     def __init__(self, tap: Tap, bind: Bind | str, *, site_name: str | None = None, role: str | None = None,
                  video: bool = True, allow: list[str] | None = None, hosts: tuple[str, ...] = (),
@@ -112,7 +111,6 @@ class DashboardFeed:
         self.subscription = tap.subscribe("dashboard", RECORDS_QUEUE, [t for t in TOPICS if t != Topic.VIDEO])
         self.video_subscription = tap.subscribe("dashboard-video", VIDEO_QUEUE.get(role or "", max(VIDEO_QUEUE.values())),
                                                 [Topic.VIDEO]) if video else None
-        self.observers = 0
         self.cpu_s = 0.0  # the child's process time and the feed thread's
         self.feed_cpu_s = 0.0  # the feed thread's alone: what the dashboard costs the site's process
         self.records = 0  # records the child has applied
@@ -146,10 +144,6 @@ class DashboardFeed:
         self.close()
         raise OSError(error)
 
-    def set_observers(self, count: int) -> None:
-        """Read-only observers of the live broadcast (any thread; sent with the next records)."""
-        self.observers = int(count)
-
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
@@ -177,7 +171,7 @@ class DashboardFeed:
             if now >= stats_due:
                 stats_due, stats = now + STATS_EVERY_S, self.tap.stats()
             self.feed_cpu_s = time.thread_time() - cpu0
-            header = pickle.dumps((self.tap.clock(), stats, self.observers, self.feed_cpu_s))
+            header = pickle.dumps((self.tap.clock(), stats, self.feed_cpu_s))
             data, lost = pickled_in_slices(records)
             self.unpicklable += lost
             try:

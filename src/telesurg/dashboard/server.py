@@ -121,10 +121,6 @@ class DashboardServer:
         if video and self.preview is not None:
             self.preview.offer(video)
 
-    def set_observers(self, count: int) -> None:
-        """Read-only observers of the live broadcast."""
-        self.metrics.observers = int(count)
-
     async def serve(self, ready: Callable[[int | None, str | None], None], stop: asyncio.Event) -> None:
         """Bind, call `ready(port, None)` (or `ready(None, error)` and return), serve until `stop`."""
         self._loop = asyncio.get_running_loop()
@@ -172,7 +168,7 @@ class DashboardServer:
         return {"tap": {"dropped": sum(sum(s["dropped"].values()) for s in stats.values()),
                         "subscribers": {n: {"queued": s["queued"], "dropped": sum(s["dropped"].values())}
                                         for n, s in stats.items()}},
-                "observers": self.metrics.observers, "clients": len(self._clients),
+                "clients": len(self._clients),
                 "dashboard": {"cpu_s": round(self.cpu_s(), 3), "records": self.records,
                               "video_cpu_s": None if self.preview is None else round(self.preview.cpu_s, 3)}}
 

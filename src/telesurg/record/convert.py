@@ -296,6 +296,7 @@ _HANDLERS: dict[str, Any] = {
     Topic.CLOCK: RecordConverter._clock,
     Topic.PATHS: lambda self, t, p: self._snapshot("link/paths", t, p),
     Topic.ROOM: lambda self, t, p: self._snapshot("room", t, p),
+    Topic.BROADCAST: lambda self, t, p: self._snapshot("broadcast", t, p),
     Topic.ALARM: RecordConverter._alarm,
     Topic.SITE: RecordConverter._site,
     Topic.VIDEO: RecordConverter._video,
