@@ -340,6 +340,16 @@ def test_credentials_and_acl_from_a_zenoh_config_file(tmp_path: Path) -> None:
             time.sleep(0.3)
             observer.poll()
             assert set(observer.state.alarms) == {"k"}
+            # the ACL lets a site count the observers' liveliness tokens, and an observer none of them
+            seen: dict[str, list[str]] = {"site": [], "observer": []}
+            for name, session in (("site", site), ("observer", other)):
+                session.liveliness().declare_subscriber(
+                    "telesurg/observers/**", lambda sample, n=name: seen[n].append(str(sample.key_expr)), history=True)
+            deadline = time.monotonic() + 5.0
+            while not seen["site"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert seen["site"] and all(k.startswith("telesurg/observers/robot/") for k in seen["site"])
+            assert seen["observer"] == []
             site.close()
             other.close()
         finally:
