@@ -30,7 +30,7 @@ from rich.table import Table
 from telesurg.dashboard import attach_dashboard
 from telesurg.dashboard.sample_feed import SampleRobotSite
 from telesurg.idle_poll import KeepCpusAwake
-from telesurg.realtime import ROBOT_LINK_PRIORITY, SERVO_PRIORITY, request_realtime
+from telesurg.realtime import ROBOT_LINK_PRIORITY, SERVO_PRIORITY, request_realtime, settle_garbage_collector
 from telesurg.tap import Tap
 
 SWITCH_INTERVAL_S = 0.0002  # robot/servo.py's
@@ -96,6 +96,7 @@ def main() -> int:
     feed = SampleRobotSite(tap, video_replay_s=8.0).start()  # encoded up front: a site encodes in a child process
     # the feed's thread stands for the robot's link and servo threads, which publish under SCHED_FIFO
     request_realtime(ROBOT_LINK_PRIORITY, feed._thread)
+    settle_garbage_collector()  # as the sites do once started (realtime.py): no full collection of start-up objects
     ticker = Ticker()
     ticker.start()
     time.sleep(2.0)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,10 +53,10 @@ from rich.table import Table
 
 from telesurg.apps.emulated import free_udp_ports, site_command
 from telesurg.apps.init import write_sites
+from telesurg.child_process import interrupt_or_kill
 
 TARGET_RATIO = 1.5
 CONSOLES = 3
-STOP_TIMEOUT_S = 15.0
 LOG_LEVELS = ("WARNING", "ERROR", "CRITICAL", "Traceback")
 # the robot logs these every run at WARNING (operator-visible transitions), not problems
 ROUTINE = ("local console: enable", "left (peer_closed: local_close)")
@@ -138,17 +137,6 @@ def flood(config_path: Path, seconds: float, report_path: Path) -> int:
 
 
 # ------------------------------------------------------------------------------ one run
-def stop_process(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGINT, wait, kill on timeout."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def run_once(sessions: int, seconds: float, idle_poll: bool) -> dict[str, Any]:
     """One run in a fresh temp dir with fresh ports; the raw reports and the exit codes."""
     with tempfile.TemporaryDirectory(prefix="telesurg-multi-") as tmp:
@@ -182,7 +170,7 @@ def run_once(sessions: int, seconds: float, idle_poll: bool) -> dict[str, Any]:
         finally:  # the lead first (it disengages), then the floods, then the robot
             for name in ["lead", *(n for n in processes if n.startswith("console")), "robot"]:
                 if name in processes:
-                    stop_process(processes[name])
+                    interrupt_or_kill(processes[name])
             for log in logs.values():
                 log.close()
         robot_log = (work / "robot.log").read_text(errors="replace").splitlines()

@@ -49,27 +49,16 @@ from rich.table import Table
 from telesurg.apps.emulated import free_udp_ports, site_command
 from telesurg.apps.init import write_sites
 from telesurg.broadcast.site_options import free_tcp_port
+from telesurg.child_process import interrupt_or_kill
 
 TARGET_RATIO = 1.2
 PER_PROCESS = 25
 EVENT_AT_S = 8.0
 ROUTER_DOWN_S = 3.0
 VIDEO_FPS = 30.0
-STOP_TIMEOUT_S = 15.0
 
 
 # ------------------------------------------------------------------------------ one run
-def stop_process(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGCONT)
-        process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def placed(command: list[str], cpus: str | None) -> list[str]:
     """`command` restricted to `cpus` (util-linux taskset), or as it is."""
     return ["taskset", "-c", cpus, *command] if cpus else command
@@ -157,11 +146,11 @@ def run_once(config: str, seconds: float, size: str, fanout_cpus: str | None, si
         finally:
             for name in ("lead", "robot"):
                 if name in processes:
-                    stop_process(processes[name])
+                    interrupt_or_kill(processes[name])
             for process, _ in pools:
-                stop_process(process)
+                interrupt_or_kill(process)
             if "router" in processes:
-                stop_process(processes["router"])
+                interrupt_or_kill(processes["router"])
             log.close()
             robot_log.close()
         out: dict[str, Any] = {"config": config, "observers": observers, "events": events,

@@ -36,9 +36,10 @@ from rich.console import Console
 from rich.table import Table
 
 from telesurg.apps.emulated import site_command
+from telesurg.child_process import interrupt_or_kill
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from observers import VIDEO_FPS, cpu_placement, site_pair, start_pools, start_router, stop_process  # noqa: E402
+from observers import VIDEO_FPS, cpu_placement, site_pair, start_pools, start_router  # noqa: E402
 
 TARGET_RATIO = 1.2
 PAGE = """
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 time.sleep(args.block)
                 blocks.append((label, start, time.monotonic()))
                 for process in loads:
-                    stop_process(process)
+                    interrupt_or_kill(process)
                 time.sleep(1.0)
                 start = time.monotonic()
                 time.sleep(args.block)
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         finally:
             for name in ("lead", "robot", "router"):
                 if name in processes:
-                    stop_process(processes[name])
+                    interrupt_or_kill(processes[name])
             log.close()
         if not trace_file.exists():
             raise SystemExit("the robot wrote no servo trace:\n" + (work / "aux.log").read_text(errors="replace")[-2000:])
