@@ -260,6 +260,10 @@ def test_one_way_delay_estimate_from_applied_seq():
     robot.apply(sent[0])
     core.tick(0.001, robot.telemetry(5.0 + 0.080))  # applied seq 1 seen at robot time = console 0.080
     assert abs(core.one_way_delay_ms() - 80.0) < 1e-6
+    # the robot applies nothing more (a hold, the clutch, the task done): the same seq keeps coming back
+    # in later telemetry; its age is not the path's delay
+    core.tick(0.500, robot.telemetry(5.0 + 0.500))
+    assert abs(core.one_way_delay_ms() - 80.0) < 1e-6
 
 
 @settings(max_examples=80, deadline=None)

@@ -107,6 +107,7 @@ class ConsoleCore:
         self._next_due: float | None = None
         self._clock_offset: float | None = None
         self._command_delay: dict[ArmId, float] = {}
+        self._delay_seq: dict[ArmId, int] = {}  # the applied seq each delay was measured with
         self.counters = ConsoleCounters(sent=dict.fromkeys(config.arms, 0))
         # This console's owner slot at the robot (several consoles, robot/ownership.py): commands go
         # only for arms whose telemetry names it. None: the robot has not said, so every arm is ours
@@ -157,11 +158,15 @@ class ConsoleCore:
                                             owned and name in self.config.following_states, applied)
             if arm in self._owned:
                 self._owned[arm] = owned
-            if owned and arm in self._t_sent and self._clock_offset is not None:
+            # only a newly applied command measures the delay: while none is (clutch, hold, task done)
+            # the same seq would give its age, growing, not the path's delay
+            if owned and arm in self._t_sent and self._clock_offset is not None \
+                    and a.last_applied_seq != self._delay_seq.get(arm):
                 slot = a.last_applied_seq % _SEQ_RING
                 if self._seq_at[arm][slot] == a.last_applied_seq:
                     delay = telemetry.t_robot - self._clock_offset - self._t_sent[arm][slot]
                     self._command_delay[arm] = float(delay)
+                    self._delay_seq[arm] = a.last_applied_seq
 
     def tick(self, now: float, telemetry: Telemetry | None = None) -> list[ServoCommand]:
         """Advance to `now`; return this period's commands (empty if no period is due)."""
