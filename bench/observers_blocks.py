@@ -39,17 +39,10 @@ from telesurg.apps.emulated import site_command
 from telesurg.child_process import interrupt_or_kill
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dashboard_cost import PAGE  # noqa: E402  (a WebSocket client, as a browser's page is)
 from observers import VIDEO_FPS, cpu_placement, site_pair, start_pools, start_router  # noqa: E402
 
 TARGET_RATIO = 1.2
-PAGE = """
-import asyncio, sys, aiohttp
-async def main():
-    async with aiohttp.ClientSession() as s, s.ws_connect(sys.argv[1]) as ws:
-        async for m in ws:
-            pass
-asyncio.run(main())
-"""
 
 
 def free_port() -> int:
