@@ -260,6 +260,20 @@ def test_a_stopped_or_killed_dashboard_process_never_holds_up_the_site() -> None
     assert time.monotonic() - started < 8.0 and not child.is_alive()
 
 
+def test_closing_never_hangs_on_a_stopped_dashboard_process() -> None:
+    tap = Tap("casablanca-robot")
+    server = attach_dashboard(tap, "127.0.0.1:0", role="robot", video=False)
+    child = server._child
+    os.kill(child.pid, signal.SIGSTOP)
+    now = tap.clock()
+    for seq in range(60_000):  # the pipe fills behind the stopped process; the feed thread waits on it
+        tap.publish(Topic.COMMAND_DECISION, now, judged(seq, now - 0.35, -0.25))
+    time.sleep(1.0)
+    started = time.monotonic()
+    server.close()
+    assert time.monotonic() - started < 10.0 and not child.is_alive()
+
+
 def test_port_in_use_is_a_clear_error(robot_dashboard: tuple[Tap, DashboardFeed]) -> None:
     tap, server = robot_dashboard
     with pytest.raises(OSError, match=f"dashboard: cannot serve on 127.0.0.1:{server.port}"):

@@ -27,6 +27,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import select
 import signal
 import threading
 import time
@@ -145,12 +146,15 @@ class DashboardFeed:
         raise OSError(error)
 
     def close(self) -> None:
+        """Ask the process to end (its pages see the socket close); kill it if it does not within 5 s.
+        Never waits longer, even on a stopped process with a full pipe."""
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(5.0)
+            self._thread.join(2.0)
         if self._child is not None:
             with contextlib.suppress(OSError, ValueError):
-                self._conn.send_bytes(_CLOSE)
+                if not self._thread.is_alive() and select.select([], [self._conn], [], 1.0)[1]:
+                    self._conn.send_bytes(_CLOSE)  # else the feed is stuck on a full pipe: no polite way
             join_or_kill(self._child, 5.0, kill_wait=1.0)
             with contextlib.suppress(OSError):
                 self._conn.close()
