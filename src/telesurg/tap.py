@@ -119,12 +119,11 @@ class Subscription:
         """Everything queued, taken `every` records at a time with the GIL handed over in between
         (see `handing_over`): a consumer that drains a few hundred records at once would otherwise
         hold it for tens of microseconds in one go."""
-        out = self.drain(every)
-        while len(out) % every == 0 and out:
-            part = self.drain(every)
-            if not part:
-                break
+        out: list[TapRecord] = []
+        while part := self.drain(every):
             out += part
+            if len(part) < every:
+                break
             time.sleep(0)
         return out
 
