@@ -30,6 +30,13 @@ _SEQ_RING = 8192  # remembers t_sent of the last ~8 s of commands per arm at 1 k
 ROBOT_CLOCK_STEP_BACK_S = 2.0
 
 
+def superseded(t_robot: float, newest_t_robot: float) -> bool:
+    """A robot message no newer than the newest one taken (a copy reordered across the paths): drop
+    it. One older by more than ROBOT_CLOCK_STEP_BACK_S is not superseded: the robot's clock stepped
+    back, and dropping it would lose the robot for as long as the step."""
+    return newest_t_robot - ROBOT_CLOCK_STEP_BACK_S < t_robot <= newest_t_robot
+
+
 _STATE_NAMES: dict[int, str] = {}  # memo of supervisor_state_name: telemetry asks it per arm at 100 Hz
 
 
@@ -132,7 +139,7 @@ class ConsoleCore:
         if not math.isfinite(telemetry.t_robot):
             self.counters.telemetry_malformed += 1
             return
-        if last is not None and last.t_robot - ROBOT_CLOCK_STEP_BACK_S < telemetry.t_robot <= last.t_robot:
+        if last is not None and superseded(telemetry.t_robot, last.t_robot):
             self.counters.telemetry_stale_dropped += 1
             return
         self.counters.telemetry_received += 1

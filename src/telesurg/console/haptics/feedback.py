@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from telesurg.console.core import ROBOT_CLOCK_STEP_BACK_S
+from telesurg.console.core import superseded
 from telesurg.console.haptics.config import HapticsConfig
 from telesurg.console.haptics.passivity import MasterPassivityController
 from telesurg.messages import ArmForce, ArmId, ForceFeedback
@@ -79,7 +79,7 @@ class ForceFeedbackCore:
             state = self.arms.get(arm_force.arm)  # ArmId is an IntEnum: the wire's int finds it
             if state is None:  # an arm this console does not render (the decoder checked the range)
                 continue
-            if state.t_robot - ROBOT_CLOCK_STEP_BACK_S < message.t_robot <= state.t_robot:  # not a clock step back
+            if superseded(message.t_robot, state.t_robot):
                 self.stale_dropped += 1
                 continue
             state.t_robot = message.t_robot
