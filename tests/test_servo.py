@@ -340,6 +340,9 @@ def test_real_sim_driver_follows_within_caps_and_holds() -> None:
 def test_the_trace_pairs_each_period_start_with_its_lateness() -> None:
     ticks: list[float] = []
     loop = DeadlineLoop(0.002, ticks.append)
+    with pytest.raises(RuntimeError, match="keep_trace"):  # not kept unless asked for
+        loop.stats.trace()
+    loop.keep_trace()
     before = time.monotonic()
     loop.start()
     time.sleep(0.1)

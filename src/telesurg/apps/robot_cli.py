@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         site = RobotSite(config, seed=args.seed, video=False if args.no_video else None, audit_dir=args.audit,
                          driver=args.driver, igtl=igtl, record_dir=args.record)
         site.ready_file = args.ready_file
+        if args.servo_trace is not None:
+            site.servo.keep_trace()
         if args.local_console:
             start_local_console(site)
         extras = SiteExtras(args, site.tap, site_name=config.site.name, role="robot", video=site.want_video)

@@ -82,12 +82,14 @@ class ServoConfig:
 
 
 class PeriodStats:
-    """Lateness of each period's start against its deadline, and when it started (time.monotonic), for
-    the last `keep` periods: the start times let a benchmark split one run into blocks (`trace`)."""
+    """Lateness of each period's start against its deadline for the last `keep` periods; with
+    `starts`, also when each started (time.monotonic), so a benchmark can split one run into blocks
+    (`trace`). Off by default: the servo thread would append, and the site keep, a second 600,000
+    floats for a benchmark's sake."""
 
-    def __init__(self, keep: int = 600_000) -> None:
+    def __init__(self, keep: int = 600_000, *, starts: bool = False) -> None:
         self.lateness_s: collections.deque[float] = collections.deque(maxlen=keep)
-        self.started_at: collections.deque[float] = collections.deque(maxlen=keep)
+        self.started_at: collections.deque[float] | None = collections.deque(maxlen=keep) if starts else None
         self.periods = 0
         self.missed = 0
         self.skipped = 0  # grid points jumped over after a stall
@@ -96,7 +98,8 @@ class PeriodStats:
     def record(self, late_s: float, started_at: float) -> None:
         self.periods += 1
         self.lateness_s.append(late_s)
-        self.started_at.append(started_at)
+        if self.started_at is not None:
+            self.started_at.append(started_at)
         if late_s > self.max_s:
             self.max_s = late_s
         if late_s > MISSED_LATE_S:
@@ -110,6 +113,8 @@ class PeriodStats:
 
     def trace(self) -> np.ndarray:
         """(start time, lateness) of each kept period, seconds, as an n x 2 array."""
+        if self.started_at is None:
+            raise RuntimeError("period start times were not kept: call keep_trace() before the loop starts")
         return np.column_stack((np.fromiter(self.started_at, dtype=float),
                                 np.fromiter(self.lateness_s, dtype=float)))
 
@@ -141,6 +146,10 @@ class DeadlineLoop:
         self.realtime = False  # True once the thread runs under SCHED_FIFO
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def keep_trace(self) -> None:
+        """Keep each period's start time too (`stats.trace()`); call before `start`."""
+        self.stats = PeriodStats(starts=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -263,7 +272,11 @@ class ServoLoop:
 
     def reset_stats(self) -> None:
         """Start a fresh measurement window (e.g. after start-up and homing)."""
-        self._loop.stats = PeriodStats()
+        self._loop.stats = PeriodStats(starts=self._loop.stats.started_at is not None)
+
+    def keep_trace(self) -> None:
+        """Keep each period's start time too, for `trace` (before `start`)."""
+        self._loop.keep_trace()
 
     def trace(self) -> np.ndarray:
         """Every kept period's (time.monotonic start, lateness) in seconds (PeriodStats.trace)."""
