@@ -84,13 +84,12 @@ async def _serve(conn: Any, server: Any, site: Any) -> None:
             stop.set()
             return
         stream = io.BytesIO(data)
-        clock_now, stats, feed_cpu_s = pickle.load(stream)
+        clock_now, stats, server.feed_cpu_s, server.feed_unpicklable = pickle.load(stream)
         site.update(clock_now, stats)
-        server.feed_cpu_s = feed_cpu_s
         for records, _ in unpickled_slices(stream):
             server.feed(records)
         with contextlib.suppress(OSError, ValueError):
-            conn.send_bytes(pickle.dumps(("status", server.cpu_s(), server.records, server.clients)))
+            conn.send_bytes(pickle.dumps(("status", server.cpu_s(), server.records)))
 
     await server.serve(ready, stop)
 
@@ -115,8 +114,7 @@ class DashboardFeed:
         self.cpu_s = 0.0  # the child's process time and the feed thread's
         self.feed_cpu_s = 0.0  # the feed thread's alone: what the dashboard costs the site's process
         self.records = 0  # records the child has applied
-        self.clients = 0
-        self.unpicklable = 0
+        self.unpicklable = 0  # records pickle refused: left out, counted (shown on the page)
         self._conn: Any = None
         self._child: Any = None
         self._stop = threading.Event()
@@ -174,14 +172,14 @@ class DashboardFeed:
             stats = None
             if now >= stats_due:
                 stats_due, stats = now + STATS_EVERY_S, self.tap.stats()
-            self.feed_cpu_s = time.thread_time() - cpu0
-            header = pickle.dumps((self.tap.clock(), stats, self.feed_cpu_s))
             data, lost = pickled_in_slices(records)
             self.unpicklable += lost
+            self.feed_cpu_s = time.thread_time() - cpu0
+            header = pickle.dumps((self.tap.clock(), stats, self.feed_cpu_s, self.unpicklable))
             try:
                 self._conn.send_bytes(header + data)  # waits, GIL released, only if the child is far behind
                 while self._conn.poll():
-                    _, child_cpu, self.records, self.clients = pickle.loads(self._conn.recv_bytes())
+                    _, child_cpu, self.records = pickle.loads(self._conn.recv_bytes())
             except (EOFError, OSError, ValueError):
                 log.error("dashboard process stopped (exit code %s); the page is gone, the site runs on",
                           self._child.exitcode if self._child is not None else None)

@@ -99,6 +99,7 @@ class DashboardServer:
         self.port = self.bind.port
         self.records = 0
         self.feed_cpu_s = 0.0  # the site's feeding thread (reported by the site)
+        self.feed_unpicklable = 0  # records the site's feed could not pickle (left out)
         self._clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -170,6 +171,7 @@ class DashboardServer:
                                         for n, s in stats.items()}},
                 "clients": len(self._clients),
                 "dashboard": {"cpu_s": round(self.cpu_s(), 3), "records": self.records,
+                              "unpicklable": self.feed_unpicklable,
                               "video_cpu_s": None if self.preview is None else round(self.preview.cpu_s, 3)}}
 
     def _on_video(self, jpeg: bytes | None, stats: dict[str, Any]) -> None:
