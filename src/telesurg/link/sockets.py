@@ -48,9 +48,9 @@ def enable_arrival_stamps(sock: socket.socket) -> None:
 def kernel_arrival_time(sock: socket.socket | None, now: float | None = None) -> float:
     """When the kernel received the datagram just read from `sock`, on the scale of `now` (by default
     time.monotonic(); a site's own clock works too, stepped or not); now where unsupported. The netem
-    relay starts a packet's emulated delay there, not when its busy loop got round to it (that lag was p99 3.4 ms, max 32 ms in the demo); the robot counts its
-    share of a command's delay from there, socket queueing and decryption included. `now`: the
-    caller's clock, if it has just read it."""
+    relay starts a packet's emulated delay there, not when its busy loop got round to it (that lag
+    was p99 3.4 ms, max 32 ms in the demo); the robot counts its share of a command's delay from
+    there, socket queueing and decryption included. `now`: the caller's clock, if it has just read it."""
     if now is None:
         now = time.monotonic()
     if sock is None:
